@@ -1,0 +1,57 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kvproxy/kvproxy/internal/config"
+)
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "kvproxy",
+		Short:         "PostgreSQL wire-protocol sidecar that moves a lakeFS ref store onto a KV store",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().String("config", "", "YAML configuration file (env KVPROXY_CONFIG)")
+	config.RegisterFlags(root.PersistentFlags())
+	root.AddCommand(newServeCmd(), newVersionCmd())
+	return root
+}
+
+// loadConfig reads the configuration for cmd: file (--config or
+// KVPROXY_CONFIG), then KVPROXY_* variables, then flags.
+func loadConfig(cmd *cobra.Command) (config.Config, error) {
+	path, _ := cmd.Flags().GetString("config")
+	if path == "" {
+		path = os.Getenv("KVPROXY_CONFIG")
+	}
+	return config.Load(path, os.Environ(), cmd.Flags())
+}
+
+func newLogger(c config.LogConfig, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level)) // validated by config
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func newVersionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := fmt.Fprintln(cmd.OutOrStdout(), "kvproxy", version)
+			return err
+		},
+	}
+}

@@ -1,0 +1,302 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/spf13/pflag"
+	"gopkg.in/yaml.v3"
+)
+
+// ErrInvalid is wrapped by every configuration error.
+var ErrInvalid = errors.New("invalid configuration")
+
+// Phases, in migration order.
+const (
+	PhasePassthrough = "passthrough"
+	PhaseDualWrite   = "dual-write"
+	PhaseKVPrimary   = "kv-primary"
+	PhaseKVOnly      = "kv-only"
+)
+
+// Phases lists the valid phase names in migration order.
+var Phases = []string{PhasePassthrough, PhaseDualWrite, PhaseKVPrimary, PhaseKVOnly}
+
+// Config is every setting of kvproxy.
+type Config struct {
+	Listen   string      `yaml:"listen" desc:"address for PostgreSQL client connections"`
+	Upstream string      `yaml:"upstream" desc:"DSN of the upstream PostgreSQL (postgres://user:pass@host:port/db?sslmode=...); empty: no upstream, everything is answered from the KV store"`
+	Phase    string      `yaml:"phase" desc:"initial migration phase when none is stored yet: passthrough, dual-write, kv-primary or kv-only"`
+	KV       KVConfig    `yaml:"kv"`
+	Admin    AdminConfig `yaml:"admin"`
+	Log      LogConfig   `yaml:"log"`
+}
+
+// KVConfig selects the KV store.
+type KVConfig struct {
+	Driver string `yaml:"driver" desc:"KV driver: local, postgres, dynamodb or mem"`
+	DSN    string `yaml:"dsn" desc:"driver-specific location of the KV store (local: file path; postgres: postgres URL; dynamodb: dynamodb://?endpoint=...&region=...&table=...)"`
+}
+
+// AdminConfig is the admin HTTP server (/metrics, /healthz, /readyz, API).
+type AdminConfig struct {
+	Listen string `yaml:"listen" desc:"address of the admin HTTP server (metrics, health, API); empty disables it"`
+	Token  string `yaml:"token" desc:"bearer token for the admin API's POST endpoints; required when admin.listen is not a loopback address"`
+}
+
+// LogConfig controls log/slog output.
+type LogConfig struct {
+	Level  string `yaml:"level" desc:"log level: debug, info, warn or error"`
+	Format string `yaml:"format" desc:"log format: text or json"`
+}
+
+// Default is the embedded default: local KV store in ./data, clients on
+// 127.0.0.1:6432, admin on 127.0.0.1:9187, phase kv-only, no upstream.
+func Default() Config {
+	return Config{
+		Listen: "127.0.0.1:6432",
+		Phase:  PhaseKVOnly,
+		KV:     KVConfig{Driver: "local", DSN: "./data/kvproxy.db"},
+		Admin:  AdminConfig{Listen: "127.0.0.1:9187"},
+		Log:    LogConfig{Level: "info", Format: "text"},
+	}
+}
+
+// Setting is one configuration key with its derived names.
+type Setting struct {
+	Key   string // YAML path, e.g. kv.driver
+	Flag  string // e.g. kv-driver
+	Env   string // e.g. KVPROXY_KV_DRIVER
+	Desc  string
+	field reflect.Value
+}
+
+// Settings lists every setting of c, in declaration order. The returned
+// settings write into c.
+func Settings(c *Config) []Setting {
+	var out []Setting
+	var walk func(v reflect.Value, prefix string)
+	walk = func(v reflect.Value, prefix string) {
+		t := v.Type()
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			key := prefix + f.Tag.Get("yaml")
+			if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(time.Duration(0)) {
+				walk(v.Field(i), key+".")
+				continue
+			}
+			norm := strings.NewReplacer(".", "-", "_", "-").Replace(key)
+			out = append(out, Setting{
+				Key:   key,
+				Flag:  norm,
+				Env:   "KVPROXY_" + strings.ToUpper(strings.ReplaceAll(norm, "-", "_")),
+				Desc:  f.Tag.Get("desc"),
+				field: v.Field(i),
+			})
+		}
+	}
+	walk(reflect.ValueOf(c).Elem(), "")
+	return out
+}
+
+// Set parses s into the setting's field.
+func (s Setting) Set(value string) error {
+	switch s.field.Interface().(type) {
+	case string:
+		s.field.SetString(value)
+	case time.Duration:
+		d, err := time.ParseDuration(value)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %q is not a duration (e.g. 5s, 250ms)", ErrInvalid, s.Key, value)
+		}
+		s.field.SetInt(int64(d))
+	case int:
+		n, err := strconv.Atoi(value)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %q is not an integer", ErrInvalid, s.Key, value)
+		}
+		s.field.SetInt(int64(n))
+	case float64:
+		f, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %q is not a number", ErrInvalid, s.Key, value)
+		}
+		s.field.SetFloat(f)
+	case bool:
+		b, err := strconv.ParseBool(value)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %q is not true or false", ErrInvalid, s.Key, value)
+		}
+		s.field.SetBool(b)
+	default:
+		return fmt.Errorf("%w: %s: unsupported type %s", ErrInvalid, s.Key, s.field.Type())
+	}
+	return nil
+}
+
+// String renders the setting's current value.
+func (s Setting) String() string {
+	if d, ok := s.field.Interface().(time.Duration); ok {
+		return d.String()
+	}
+	return fmt.Sprint(s.field.Interface())
+}
+
+// RegisterFlags adds one flag per setting to fs. Flags only record that they
+// were given; Load applies them last so that they win over file and env.
+func RegisterFlags(fs *pflag.FlagSet) {
+	def := Default()
+	for _, s := range Settings(&def) {
+		fs.String(s.Flag, s.String(), s.Desc+" (env "+s.Env+")")
+	}
+}
+
+// Load builds the configuration: defaults, then the YAML file (if path is
+// not empty), then KVPROXY_* variables from environ, then the flags of fs
+// that were set. It validates the result.
+func Load(path string, environ []string, fs *pflag.FlagSet) (Config, error) {
+	c := Default()
+	if path != "" {
+		if err := loadFile(&c, path); err != nil {
+			return c, err
+		}
+	}
+	env := map[string]string{}
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, "KVPROXY_") {
+			env[k] = v
+		}
+	}
+	settings := Settings(&c)
+	known := map[string]bool{"KVPROXY_CONFIG": true}
+	for _, s := range settings {
+		known[s.Env] = true
+		if v, ok := env[s.Env]; ok {
+			if err := s.Set(v); err != nil {
+				return c, fmt.Errorf("%w (from environment variable %s)", err, s.Env)
+			}
+		}
+	}
+	for k := range env {
+		if !known[k] && !strings.HasPrefix(k, "KVPROXY_TEST_") {
+			return c, fmt.Errorf("%w: unknown environment variable %s (see deploy/kvproxy.example.yaml for the keys)", ErrInvalid, k)
+		}
+	}
+	if fs != nil {
+		for _, s := range settings {
+			f := fs.Lookup(s.Flag)
+			if f != nil && f.Changed {
+				if err := s.Set(f.Value.String()); err != nil {
+					return c, fmt.Errorf("%w (from flag --%s)", err, s.Flag)
+				}
+			}
+		}
+	}
+	return c, c.Validate()
+}
+
+func loadFile(c *Config, path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("%w: config file: %w", ErrInvalid, err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		if errors.Is(err, io.EOF) { // an empty file sets nothing
+			return nil
+		}
+		return fmt.Errorf("%w: config file %s: %v", ErrInvalid, path, err)
+	}
+	return nil
+}
+
+// Validate checks every setting and names the first wrong key.
+func (c Config) Validate() error {
+	bad := func(key, format string, args ...any) error {
+		return fmt.Errorf("%w: %s: %s", ErrInvalid, key, fmt.Sprintf(format, args...))
+	}
+	if err := checkHostPort(c.Listen); err != nil {
+		return bad("listen", "%v", err)
+	}
+	if !oneOf(c.Phase, Phases...) {
+		return bad("phase", "%q is not a phase; use one of %s", c.Phase, strings.Join(Phases, ", "))
+	}
+	if c.Upstream == "" && c.Phase != PhaseKVOnly {
+		return bad("upstream", "phase %s needs an upstream PostgreSQL; set upstream (--upstream, KVPROXY_UPSTREAM) or use phase kv-only", c.Phase)
+	}
+	if c.Upstream != "" {
+		if err := checkDSN(c.Upstream); err != nil {
+			return bad("upstream", "%v", err)
+		}
+	}
+	if c.KV.Driver == "" {
+		return bad("kv.driver", "empty; use local, postgres, dynamodb or mem")
+	}
+	if c.KV.Driver != "mem" && c.KV.DSN == "" {
+		return bad("kv.dsn", "empty; driver %s needs a DSN", c.KV.Driver)
+	}
+	if c.Admin.Listen != "" {
+		if err := checkHostPort(c.Admin.Listen); err != nil {
+			return bad("admin.listen", "%v", err)
+		}
+		if c.Admin.Token == "" && !isLoopback(c.Admin.Listen) {
+			return bad("admin.token", "required because admin.listen %s is not a loopback address", c.Admin.Listen)
+		}
+	}
+	if !oneOf(c.Log.Level, "debug", "info", "warn", "error") {
+		return bad("log.level", "%q; use debug, info, warn or error", c.Log.Level)
+	}
+	if !oneOf(c.Log.Format, "text", "json") {
+		return bad("log.format", "%q; use text or json", c.Log.Format)
+	}
+	return nil
+}
+
+func oneOf(s string, options ...string) bool {
+	for _, o := range options {
+		if s == o {
+			return true
+		}
+	}
+	return false
+}
+
+func checkHostPort(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q: port %q is not a number from 0 to 65535", addr, port)
+	}
+	return nil
+}
+
+func checkDSN(dsn string) error {
+	if _, err := pgconn.ParseConfig(dsn); err != nil {
+		return fmt.Errorf("not a valid PostgreSQL DSN: %v", err)
+	}
+	return nil
+}
+
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

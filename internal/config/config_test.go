@@ -1,0 +1,147 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/spf13/pflag"
+)
+
+func flags(t *testing.T, args ...string) *pflag.FlagSet {
+	t.Helper()
+	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+	RegisterFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	return fs
+}
+
+func TestDefaultIsEmbeddedStore(t *testing.T) {
+	c, err := Load("", nil, flags(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{
+		Listen: "127.0.0.1:6432", Phase: "kv-only",
+		KV:    KVConfig{Driver: "local", DSN: "./data/kvproxy.db"},
+		Admin: AdminConfig{Listen: "127.0.0.1:9187"},
+		Log:   LogConfig{Level: "info", Format: "text"},
+	}
+	if c != want {
+		t.Fatalf("defaults = %+v, want %+v", c, want)
+	}
+}
+
+func TestPrecedenceFileEnvFlag(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "kvproxy.yaml")
+	file := "listen: 127.0.0.1:7000\nkv:\n  driver: postgres\n  dsn: postgres://file/kv\nlog:\n  level: debug\n"
+	if err := os.WriteFile(path, []byte(file), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"KVPROXY_KV_DSN=postgres://env/kv", "KVPROXY_LISTEN=127.0.0.1:7001", "HOME=/x"}
+	c, err := Load(path, env, flags(t, "--listen", "127.0.0.1:7002"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct{ key, got, want string }{
+		{"listen (flag beats env and file)", c.Listen, "127.0.0.1:7002"},
+		{"kv.dsn (env beats file)", c.KV.DSN, "postgres://env/kv"},
+		{"kv.driver (file beats default)", c.KV.Driver, "postgres"},
+		{"log.level (file)", c.Log.Level, "debug"},
+		{"log.format (default)", c.Log.Format, "text"},
+	}
+	for _, tc := range cases {
+		if tc.got != tc.want {
+			t.Errorf("%s = %q, want %q", tc.key, tc.got, tc.want)
+		}
+	}
+}
+
+func TestNamesAreDerivedFromKeys(t *testing.T) {
+	var c Config
+	got := map[string][2]string{}
+	for _, s := range Settings(&c) {
+		got[s.Key] = [2]string{s.Flag, s.Env}
+		if s.Desc == "" {
+			t.Errorf("%s has no desc tag", s.Key)
+		}
+	}
+	want := map[string][2]string{
+		"listen":       {"listen", "KVPROXY_LISTEN"},
+		"upstream":     {"upstream", "KVPROXY_UPSTREAM"},
+		"phase":        {"phase", "KVPROXY_PHASE"},
+		"kv.driver":    {"kv-driver", "KVPROXY_KV_DRIVER"},
+		"kv.dsn":       {"kv-dsn", "KVPROXY_KV_DSN"},
+		"admin.listen": {"admin-listen", "KVPROXY_ADMIN_LISTEN"},
+	}
+	for k, w := range want {
+		if got[k] != w {
+			t.Errorf("%s: flag/env = %v, want %v", k, got[k], w)
+		}
+	}
+}
+
+func TestInvalidNamesTheKey(t *testing.T) {
+	cases := []struct {
+		name string
+		file string
+		env  []string
+		args []string
+		want string // substring naming the key and the fix
+	}{
+		{"unknown phase", "", nil, []string{"--phase", "dual"}, "phase: \"dual\" is not a phase"},
+		{"phase needs upstream", "", nil, []string{"--phase", "dual-write"}, "upstream: phase dual-write needs an upstream"},
+		{"bad upstream", "", nil, []string{"--upstream", "postgres://h:notaport/db"}, "upstream: not a valid PostgreSQL DSN"},
+		{"bad listen", "", nil, []string{"--listen", "6432"}, "listen: \"6432\" is not host:port"},
+		{"empty dsn", "", []string{"KVPROXY_KV_DSN="}, nil, "kv.dsn: empty"},
+		{"admin token on public listener", "", nil, []string{"--admin-listen", "0.0.0.0:9187"}, "admin.token: required"},
+		{"bad log level", "", []string{"KVPROXY_LOG_LEVEL=loud"}, nil, "log.level"},
+		{"unknown env", "", []string{"KVPROXY_LISTNE=x"}, nil, "unknown environment variable KVPROXY_LISTNE"},
+		{"unknown file key", "listne: x\n", nil, nil, "field listne not found"},
+		{"file type error", "kv: 3\n", nil, nil, "config file"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			path := ""
+			if tc.file != "" {
+				path = filepath.Join(t.TempDir(), "c.yaml")
+				if err := os.WriteFile(path, []byte(tc.file), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, err := Load(path, tc.env, flags(t, tc.args...))
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("err = %v, want ErrInvalid", err)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %q, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestMissingFile(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "nope.yaml"), nil, nil)
+	if !errors.Is(err, ErrInvalid) || !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("err = %v, want ErrInvalid wrapping ErrNotExist", err)
+	}
+}
+
+func TestEmptyFileKeepsDefaults(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "empty.yaml")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(path, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c != Default() {
+		t.Fatalf("got %+v, want defaults", c)
+	}
+}
