@@ -47,7 +47,8 @@ type state struct {
 
 // Options tunes a Manager. Zero values take the defaults.
 type Options struct {
-	// Partition holds the lock entries. Default "kvproxy-locks".
+	// Partition holds the lock entries. Default "_kvproxy_locks": like every
+	// kvproxy partition it starts with "_", which no lakeFS partition does.
 	Partition string
 	// TTL is how long a lease lasts without renewal. Default 10s.
 	TTL time.Duration
@@ -83,7 +84,7 @@ type Lease struct {
 // NewManager returns a Manager over store. Call Run to renew leases.
 func NewManager(store kv.Store, opt Options) *Manager {
 	if opt.Partition == "" {
-		opt.Partition = "kvproxy-locks"
+		opt.Partition = "_kvproxy_locks"
 	}
 	if opt.TTL <= 0 {
 		opt.TTL = 10 * time.Second
