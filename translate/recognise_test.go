@@ -154,7 +154,7 @@ func TestRecogniseArguments(t *testing.T) {
 		"begin isolation level serializable read write":   {Isolation: "serializable", ReadWrite: true},
 		"begin isolation level serializable read only":    {Isolation: "serializable", ReadOnly: true},
 		"begin isolation level read committed read write": {Isolation: "read committed", ReadWrite: true},
-		"BEGIN":                               {},
+		"BEGIN": {},
 		"START TRANSACTION READ ONLY, DEFERRABLE": {ReadOnly: true, Deferrable: true},
 	} {
 		if p := planOf(t, tr, sql); p.Tx != want {

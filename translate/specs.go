@@ -153,6 +153,12 @@ func predSlots(t *table, preds []pred, slots []Slot) []Slot {
 	for _, p := range preds {
 		c, _ := t.col(p.col)
 		oid := c.oid
+		if oid == OIDVarchar {
+			// varchar has no operators of its own: "varchar = $1" resolves
+			// to text = text, so PostgreSQL infers text (25) here, while
+			// an INSERT into the column infers varchar (1043).
+			oid = OIDText
+		}
 		name := p.col
 		switch p.op {
 		case opLikePrefix:
