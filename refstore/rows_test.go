@@ -189,7 +189,7 @@ func TestCommitRowRoundTrip(t *testing.T) {
 				if !got.CreationDate.Equal(want.CreationDate) {
 					t.Fatalf("creation %v, want %v", got.CreationDate, want.CreationDate)
 				}
-				got.CreationDate, want.CreationDate = want.CreationDate, want.CreationDate
+				got.CreationDate = want.CreationDate
 			}
 			checkRow(t, got, want, err, tc.wantErr)
 		})
