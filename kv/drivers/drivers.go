@@ -8,7 +8,10 @@ import (
 	"sort"
 
 	"github.com/kvproxy/kvproxy/kv"
+	"github.com/kvproxy/kvproxy/kv/dynamodb"
+	"github.com/kvproxy/kvproxy/kv/local"
 	"github.com/kvproxy/kvproxy/kv/mem"
+	"github.com/kvproxy/kvproxy/kv/postgres"
 )
 
 // Opener opens a store from a driver-specific DSN.
@@ -17,7 +20,10 @@ type Opener func(ctx context.Context, dsn string) (kv.Store, error)
 // openers is fixed at compile time: drivers are chosen by name, but nothing
 // registers itself at run time.
 var openers = map[string]Opener{
-	mem.DriverName: mem.Open,
+	mem.DriverName:      mem.Open,
+	local.DriverName:    local.Open,
+	postgres.DriverName: postgres.Open,
+	dynamodb.DriverName: dynamodb.Open,
 }
 
 // Open opens the store of the named driver.

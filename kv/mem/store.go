@@ -175,7 +175,8 @@ func (it *iterator) fill() {
 		i++
 	}
 	end := min(i+scanPage, len(part))
-	it.page = it.page[:0]
+	// A fresh slice per page: callers may hold Entry pointers of earlier pages.
+	it.page = make([]kv.Entry, 0, scanPage)
 	for _, e := range part[i:end] {
 		it.page = append(it.page, kv.Entry{PartitionKey: it.pk, Key: bytes.Clone(e.Key), Value: bytes.Clone(e.Value)})
 	}

@@ -1,0 +1,343 @@
+package local
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/kvproxy/kvproxy/kv"
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// DriverName is the name local has in kv/drivers.
+const DriverName = "local"
+
+// Defaults of Options.
+const (
+	DefaultScanPageSize = 1000
+	DefaultLockTimeout  = time.Second
+)
+
+var (
+	metaBucket  = []byte("kvproxy.meta")
+	partsBucket = []byte("kvproxy.partitions")
+	formatKey   = []byte("format")
+	formatValue = []byte("1")
+)
+
+// Options tune a local store. Zero values take the defaults.
+type Options struct {
+	// ScanPageSize is how many entries one read transaction of a Scan reads.
+	ScanPageSize int
+	// LockTimeout is how long Open waits for another process to release the
+	// file before it fails with kv.ErrStoreLocked.
+	LockTimeout time.Duration
+}
+
+// Store is the bbolt-backed driver.
+type Store struct {
+	db       *bolt.DB
+	path     string
+	pageSize int
+	closed   atomic.Bool
+}
+
+// Open matches the kv/drivers opener signature: dsn is the file path.
+func Open(ctx context.Context, dsn string) (kv.Store, error) {
+	s, err := New(ctx, dsn, Options{})
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// New opens (creating if needed) the bolt file at path.
+func New(ctx context.Context, path string, opts Options) (*Store, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("local: open: %w", err)
+	}
+	if path == "" {
+		return nil, fmt.Errorf("%w: local: empty DSN, want the path of the store file (e.g. ./data/kvproxy.db)", kv.ErrDriverConfiguration)
+	}
+	if opts.ScanPageSize < 0 || opts.LockTimeout < 0 {
+		return nil, fmt.Errorf("%w: local: negative scan page size or lock timeout", kv.ErrDriverConfiguration)
+	}
+	if opts.ScanPageSize == 0 {
+		opts.ScanPageSize = DefaultScanPageSize
+	}
+	if opts.LockTimeout == 0 {
+		opts.LockTimeout = DefaultLockTimeout
+	}
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return nil, fmt.Errorf("%w: local: %s is a directory, want the path of the store file inside it (e.g. %s)",
+			kv.ErrDriverConfiguration, path, filepath.Join(path, "kvproxy.db"))
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("%w: local: create directory for %s: %w", kv.ErrSetupFailed, path, err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout, FreelistType: bolt.FreelistMapType})
+	if errors.Is(err, berrors.ErrTimeout) {
+		return nil, fmt.Errorf("%w: %s (waited %s for its file lock)", kv.ErrStoreLocked, path, opts.LockTimeout)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: local: open %s: %w", kv.ErrSetupFailed, path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucketIfNotExists(metaBucket)
+		if err != nil {
+			return err
+		}
+		switch f := meta.Get(formatKey); {
+		case f == nil:
+			if err := meta.Put(formatKey, formatValue); err != nil {
+				return err
+			}
+		case !bytes.Equal(f, formatValue):
+			return fmt.Errorf("unsupported file format %q (this build reads %q)", f, formatValue)
+		}
+		_, err = tx.CreateBucketIfNotExists(partsBucket)
+		return err
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("%w: local: %s: %w", kv.ErrSetupFailed, path, err)
+	}
+	return &Store{db: db, path: path, pageSize: opts.ScanPageSize}, nil
+}
+
+// Path is the file the store uses.
+func (s *Store) Path() string { return s.path }
+
+func (s *Store) check(ctx context.Context) error {
+	if s.closed.Load() {
+		return kv.ErrClosed
+	}
+	return ctx.Err()
+}
+
+func (s *Store) wrap(op string, err error) error {
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
+		return fmt.Errorf("local %s: %w", op, kv.ErrClosed)
+	}
+	if errors.Is(err, kv.ErrPredicateFailed) || errors.Is(err, kv.ErrNotFound) {
+		return err
+	}
+	return fmt.Errorf("local %s: %w", op, err)
+}
+
+// lookup returns whether key is in b and a copy of its value. A cursor is
+// used rather than b.Get so that an empty value is told apart from absence.
+func lookup(b *bolt.Bucket, key []byte) (bool, []byte) {
+	if b == nil {
+		return false, nil
+	}
+	k, v := b.Cursor().Seek(key)
+	if k == nil || !bytes.Equal(k, key) {
+		return false, nil
+	}
+	return true, append([]byte{}, v...)
+}
+
+func (s *Store) Get(ctx context.Context, partitionKey, key []byte) (*kv.ValueWithPredicate, error) {
+	if err := kv.CheckKey(partitionKey, key); err != nil {
+		return nil, err
+	}
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	var (
+		found bool
+		val   []byte
+	)
+	err := s.db.View(func(tx *bolt.Tx) error {
+		found, val = lookup(tx.Bucket(partsBucket).Bucket(partitionKey), key)
+		return nil
+	})
+	if err != nil {
+		return nil, s.wrap("get", err)
+	}
+	if !found {
+		return nil, fmt.Errorf("key=%q: %w", key, kv.ErrNotFound)
+	}
+	return &kv.ValueWithPredicate{Value: val, Predicate: kv.Predicate(bytes.Clone(val))}, nil
+}
+
+func (s *Store) Set(ctx context.Context, partitionKey, key, value []byte) error {
+	return s.Batch(ctx, []kv.Op{{Kind: kv.OpSet, PartitionKey: partitionKey, Key: key, Value: value}})
+}
+
+func (s *Store) SetIf(ctx context.Context, partitionKey, key, value []byte, pred kv.Predicate) error {
+	return s.Batch(ctx, []kv.Op{{Kind: kv.OpSetIf, PartitionKey: partitionKey, Key: key, Value: value, Predicate: pred}})
+}
+
+func (s *Store) Delete(ctx context.Context, partitionKey, key []byte) error {
+	return s.Batch(ctx, []kv.Op{{Kind: kv.OpDelete, PartitionKey: partitionKey, Key: key}})
+}
+
+// Batch applies ops in one bbolt read-write transaction: every condition is
+// checked against the state before the batch, then the writes are applied.
+func (s *Store) Batch(ctx context.Context, ops []kv.Op) error {
+	if err := kv.CheckOps(ops); err != nil {
+		return err
+	}
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	keys := kv.GroupOps(ops)
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		parts := tx.Bucket(partsBucket)
+		for _, k := range keys {
+			if len(k.Conds) == 0 {
+				continue
+			}
+			exists, cur := lookup(parts.Bucket(k.PartitionKey), k.Key)
+			if !k.Holds(exists, cur) {
+				return kv.ErrPredicateFailed
+			}
+		}
+		// A cancelled caller gets nothing written: the check sits just
+		// before the first write so the transaction rolls back cleanly.
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		for _, k := range keys {
+			switch k.Write {
+			case kv.WritePut:
+				b, err := parts.CreateBucketIfNotExists(k.PartitionKey)
+				if err != nil {
+					return fmt.Errorf("partition %q: %w", k.PartitionKey, err)
+				}
+				if err := b.Put(k.Key, k.Value); err != nil {
+					return fmt.Errorf("key %q: %w", k.Key, err)
+				}
+			case kv.WriteDelete:
+				b := parts.Bucket(k.PartitionKey)
+				if b == nil {
+					continue
+				}
+				if err := b.Delete(k.Key); err != nil {
+					return fmt.Errorf("key %q: %w", k.Key, err)
+				}
+				if first, _ := b.Cursor().First(); first == nil {
+					if err := parts.DeleteBucket(k.PartitionKey); err != nil {
+						return fmt.Errorf("partition %q: %w", k.PartitionKey, err)
+					}
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return s.wrap("write", err)
+	}
+	return nil
+}
+
+func (s *Store) Scan(ctx context.Context, partitionKey, start []byte) (kv.EntriesIterator, error) {
+	if len(partitionKey) == 0 {
+		return nil, kv.ErrMissingPartitionKey
+	}
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	return &iterator{s: s, ctx: ctx, pk: bytes.Clone(partitionKey), next: bytes.Clone(start), inclusive: true}, nil
+}
+
+// Close closes the file and releases its lock. It waits for running
+// transactions to finish.
+func (s *Store) Close() {
+	if s.closed.Swap(true) {
+		return
+	}
+	_ = s.db.Close()
+}
+
+type iterator struct {
+	s         *Store
+	ctx       context.Context
+	pk        []byte
+	next      []byte // where the next page starts
+	inclusive bool   // whether next itself belongs to the next page
+	page      []kv.Entry
+	pos       int
+	entry     *kv.Entry
+	err       error
+	done      bool
+	closed    bool
+}
+
+// fill reads the next page in its own read transaction.
+func (it *iterator) fill() {
+	// A fresh slice per page: callers may keep Entry pointers of earlier pages.
+	it.page = make([]kv.Entry, 0, min(it.s.pageSize, 1024))
+	it.pos = 0
+	err := it.s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(partsBucket).Bucket(it.pk)
+		if b == nil {
+			it.done = true
+			return nil
+		}
+		c := b.Cursor()
+		var k, v []byte
+		if len(it.next) == 0 {
+			k, v = c.First()
+		} else {
+			k, v = c.Seek(it.next)
+			if k != nil && !it.inclusive && bytes.Equal(k, it.next) {
+				k, v = c.Next()
+			}
+		}
+		for ; k != nil && len(it.page) < it.s.pageSize; k, v = c.Next() {
+			it.page = append(it.page, kv.Entry{PartitionKey: it.pk, Key: bytes.Clone(k), Value: append([]byte{}, v...)})
+		}
+		if k == nil {
+			it.done = true
+		}
+		return nil
+	})
+	if err != nil {
+		it.err = it.s.wrap("scan", err)
+		return
+	}
+	if n := len(it.page); n > 0 {
+		it.next, it.inclusive = it.page[n-1].Key, false
+	}
+}
+
+func (it *iterator) Next() bool {
+	if it.closed || it.err != nil {
+		return false
+	}
+	if it.s.closed.Load() {
+		it.err = kv.ErrClosed
+		return false
+	}
+	if err := it.ctx.Err(); err != nil {
+		it.err = err
+		return false
+	}
+	if it.pos >= len(it.page) {
+		if it.done {
+			it.entry = nil
+			return false
+		}
+		it.fill()
+		if it.err != nil || len(it.page) == 0 {
+			it.entry = nil
+			return false
+		}
+	}
+	it.entry = &it.page[it.pos]
+	it.pos++
+	return true
+}
+
+func (it *iterator) Entry() *kv.Entry { return it.entry }
+func (it *iterator) Err() error       { return it.err }
+func (it *iterator) Close()           { it.closed = true; it.page = nil; it.entry = nil }

@@ -1,0 +1,432 @@
+package postgres
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/kvproxy/kvproxy/kv"
+)
+
+// DriverName is the name postgres has in kv/drivers.
+const DriverName = "postgres"
+
+// Store is the PostgreSQL driver.
+type Store struct {
+	pool     *pgxpool.Pool
+	table    string // sanitized
+	pageSize int
+	closed   atomic.Bool
+
+	sqlGet, sqlSet, sqlInsert, sqlUpdateIf, sqlDelete string
+	sqlScanAll, sqlScanFrom, sqlScanAfter             string
+	sqlLockRow, sqlDeleteIf                           string
+}
+
+// Open matches the kv/drivers opener signature.
+func Open(ctx context.Context, dsn string) (kv.Store, error) {
+	s, err := New(ctx, dsn)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// New parses dsn, connects, and creates the table if it does not exist.
+func New(ctx context.Context, dsn string) (*Store, error) {
+	cfg, err := ParseDSN(dsn)
+	if err != nil {
+		return nil, err
+	}
+	return NewWithConfig(ctx, cfg)
+}
+
+// NewWithConfig is New with an already parsed DSN.
+func NewWithConfig(ctx context.Context, cfg *Config) (*Store, error) {
+	pool, err := pgxpool.NewWithConfig(ctx, cfg.Pool)
+	if err != nil {
+		return nil, fmt.Errorf("%w: postgres: %w", kv.ErrConnectFailed, err)
+	}
+	if err := setup(ctx, pool, cfg.TableName); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	t := pgx.Identifier{cfg.TableName}.Sanitize()
+	return &Store{
+		pool:     pool,
+		table:    t,
+		pageSize: cfg.ScanPageSize,
+
+		sqlGet:       `SELECT value FROM ` + t + ` WHERE key = $1 AND partition_key = $2`,
+		sqlSet:       `INSERT INTO ` + t + `(partition_key,key,value) VALUES($1,$2,$3) ON CONFLICT (partition_key,key) DO UPDATE SET value = $3`,
+		sqlInsert:    `INSERT INTO ` + t + `(partition_key,key,value) VALUES($1,$2,$3) ON CONFLICT DO NOTHING`,
+		sqlUpdateIf:  `UPDATE ` + t + ` SET value=$3 WHERE key=$2 AND partition_key=$1 AND value=$4`,
+		sqlDelete:    `DELETE FROM ` + t + ` WHERE partition_key=$1 AND key=$2`,
+		sqlScanAll:   `SELECT key,value FROM ` + t + ` WHERE partition_key=$1 ORDER BY key LIMIT $2`,
+		sqlScanFrom:  `SELECT key,value FROM ` + t + ` WHERE partition_key=$1 AND key >= $2 ORDER BY key LIMIT $3`,
+		sqlScanAfter: `SELECT key,value FROM ` + t + ` WHERE partition_key=$1 AND key > $2 ORDER BY key LIMIT $3`,
+		sqlLockRow:   `SELECT value FROM ` + t + ` WHERE partition_key=$1 AND key=$2 FOR UPDATE`,
+		sqlDeleteIf:  `DELETE FROM ` + t + ` WHERE partition_key=$1 AND key=$2 AND value=$3`,
+	}, nil
+}
+
+// AdvisoryLockID is the key of the session advisory lock lakeFS holds while
+// it creates the table; kvproxy takes the same one so that both serialize.
+func AdvisoryLockID(table string) int64 {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte("lakefs:" + table))
+	return int64(h.Sum32())
+}
+
+// SetupStatements are the DDL statements lakeFS v0.80 runs on every Open,
+// byte for byte (including the missing space after the second EXISTS).
+func SetupStatements(table string) []string {
+	t := pgx.Identifier{table}.Sanitize()
+	stmts := []string{`CREATE TABLE IF NOT EXISTS ` + t + ` (
+		partition_key BYTEA NOT NULL,
+		key BYTEA NOT NULL,
+		value BYTEA NOT NULL,
+		PRIMARY KEY (partition_key, key))
+	PARTITION BY HASH (partition_key)`}
+	for i := range DefaultPartitions {
+		stmts = append(stmts, `CREATE TABLE IF NOT EXISTS`+pgx.Identifier{table + "_" + strconv.Itoa(i)}.Sanitize()+
+			` PARTITION OF `+t+` FOR VALUES WITH (MODULUS `+strconv.Itoa(DefaultPartitions)+`,REMAINDER `+strconv.Itoa(i)+`)`)
+	}
+	stmts = append(stmts, `CREATE OR REPLACE VIEW `+pgx.Identifier{table + "_v"}.Sanitize()+
+		` AS SELECT ENCODE(partition_key, 'escape') AS partition_key, ENCODE(key, 'escape') AS key, value FROM `+t)
+	return stmts
+}
+
+// setup runs the DDL in one transaction under lakeFS's advisory lock (as a
+// transaction lock, so a crash cannot leave it held). The lock serializes
+// concurrent openers, whose CREATE TABLE IF NOT EXISTS would otherwise race
+// on pg_type and fail with a unique violation.
+func setup(ctx context.Context, pool *pgxpool.Pool, table string) error {
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return wrapErr(ctx, "connect", err)
+	}
+	defer conn.Release()
+	// One simple-protocol query: a single round trip and one implicit
+	// transaction for the lock and all statements.
+	sql := "SELECT pg_advisory_xact_lock(" + strconv.FormatInt(AdvisoryLockID(table), 10) + ");\n" +
+		strings.Join(SetupStatements(table), ";\n")
+	for attempt := 0; ; attempt++ {
+		_, err = conn.Exec(ctx, sql, pgx.QueryExecModeSimpleProtocol)
+		var pgErr *pgconn.PgError
+		// An opener that does not take the lock (an old lakeFS) can still
+		// race us; the statements are idempotent, so try again.
+		if attempt < 3 && errors.As(err, &pgErr) && (pgErr.Code == "23505" || pgErr.Code == "42P07") {
+			continue
+		}
+		break
+	}
+	if err != nil {
+		if isConnErr(err) || ctx.Err() != nil {
+			return wrapErr(ctx, "setup", err)
+		}
+		return fmt.Errorf("%w: postgres: create table %s: %w", kv.ErrSetupFailed, table, err)
+	}
+	return nil
+}
+
+func isConnErr(err error) bool {
+	var ce *pgconn.ConnectError
+	return errors.As(err, &ce)
+}
+
+// wrapErr names the operation and makes the cause matchable: a cancelled or
+// expired context as context.Canceled / DeadlineExceeded, a failed
+// connection as kv.ErrConnectFailed.
+func wrapErr(ctx context.Context, op string, err error) error {
+	switch {
+	case ctx.Err() != nil && !errors.Is(err, ctx.Err()):
+		return fmt.Errorf("postgres %s: %w (%w)", op, ctx.Err(), err)
+	case isConnErr(err):
+		return fmt.Errorf("postgres %s: %w: %w", op, kv.ErrConnectFailed, err)
+	default:
+		return fmt.Errorf("postgres %s: %w", op, err)
+	}
+}
+
+func (s *Store) check(ctx context.Context) error {
+	if s.closed.Load() {
+		return kv.ErrClosed
+	}
+	return ctx.Err()
+}
+
+func (s *Store) Get(ctx context.Context, partitionKey, key []byte) (*kv.ValueWithPredicate, error) {
+	if err := kv.CheckKey(partitionKey, key); err != nil {
+		return nil, err
+	}
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	var val []byte
+	err := s.pool.QueryRow(ctx, s.sqlGet, key, partitionKey).Scan(&val)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("key=%q: %w", key, kv.ErrNotFound)
+	}
+	if err != nil {
+		return nil, wrapErr(ctx, "get", err)
+	}
+	if val == nil {
+		val = []byte{} // the column is NOT NULL: nil can only mean empty
+	}
+	return &kv.ValueWithPredicate{Value: val, Predicate: kv.Predicate(bytes.Clone(val))}, nil
+}
+
+func (s *Store) Set(ctx context.Context, partitionKey, key, value []byte) error {
+	if err := kv.CheckWrite(partitionKey, key, value); err != nil {
+		return err
+	}
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	if _, err := s.pool.Exec(ctx, s.sqlSet, partitionKey, key, value); err != nil {
+		return wrapErr(ctx, "set", err)
+	}
+	return nil
+}
+
+func (s *Store) SetIf(ctx context.Context, partitionKey, key, value []byte, pred kv.Predicate) error {
+	if err := kv.CheckWrite(partitionKey, key, value); err != nil {
+		return err
+	}
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	var (
+		tag pgconn.CommandTag
+		err error
+	)
+	if pred == nil {
+		tag, err = s.pool.Exec(ctx, s.sqlInsert, partitionKey, key, value)
+	} else {
+		tag, err = s.pool.Exec(ctx, s.sqlUpdateIf, partitionKey, key, value, []byte(pred))
+	}
+	if err != nil {
+		return wrapErr(ctx, "setIf", err)
+	}
+	if tag.RowsAffected() != 1 {
+		return kv.ErrPredicateFailed
+	}
+	return nil
+}
+
+func (s *Store) Delete(ctx context.Context, partitionKey, key []byte) error {
+	if err := kv.CheckKey(partitionKey, key); err != nil {
+		return err
+	}
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	if _, err := s.pool.Exec(ctx, s.sqlDelete, partitionKey, key); err != nil {
+		return wrapErr(ctx, "delete", err)
+	}
+	return nil
+}
+
+var errPlaceholderRace = errors.New("key was inserted and deleted concurrently while locking it")
+
+// Batch applies ops in one transaction; see the package doc for how
+// conditions are held until commit.
+func (s *Store) Batch(ctx context.Context, ops []kv.Op) error {
+	if err := kv.CheckOps(ops); err != nil {
+		return err
+	}
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	keys := kv.GroupOps(ops)
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
+	if err != nil {
+		return wrapErr(ctx, "batch", err)
+	}
+	// Rollback after Commit is a no-op; it also runs on every early return.
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	for _, k := range keys {
+		if err := s.batchKey(ctx, tx, k); err != nil {
+			if errors.Is(err, kv.ErrPredicateFailed) {
+				return err
+			}
+			return wrapErr(ctx, "batch", err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return wrapErr(ctx, "batch commit", err)
+	}
+	return nil
+}
+
+func (s *Store) batchKey(ctx context.Context, tx pgx.Tx, k kv.KeyOps) error {
+	placeholder := false
+	if len(k.Conds) > 0 {
+		exists, cur, err := s.lockKey(ctx, tx, k.PartitionKey, k.Key)
+		if err != nil {
+			return err
+		}
+		placeholder = !exists
+		if !k.Holds(exists, cur) {
+			return kv.ErrPredicateFailed
+		}
+	}
+	var err error
+	switch {
+	case k.Write == kv.WritePut:
+		_, err = tx.Exec(ctx, s.sqlSet, k.PartitionKey, k.Key, k.Value)
+	case k.Write == kv.WriteDelete || placeholder:
+		_, err = tx.Exec(ctx, s.sqlDelete, k.PartitionKey, k.Key)
+	}
+	return err
+}
+
+// lockKey returns the key's current state and keeps it from changing until
+// the transaction ends: a present row is locked FOR UPDATE; an absent key
+// gets a placeholder row whose uncommitted index entry makes concurrent
+// inserts of the key wait for us.
+func (s *Store) lockKey(ctx context.Context, tx pgx.Tx, pk, key []byte) (bool, []byte, error) {
+	for range 5 {
+		var cur []byte
+		err := tx.QueryRow(ctx, s.sqlLockRow, pk, key).Scan(&cur)
+		if err == nil {
+			if cur == nil {
+				cur = []byte{}
+			}
+			return true, cur, nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return false, nil, err
+		}
+		tag, err := tx.Exec(ctx, s.sqlInsert, pk, key, []byte{})
+		if err != nil {
+			return false, nil, err
+		}
+		if tag.RowsAffected() == 1 {
+			return false, nil, nil
+		}
+		// Inserted by someone else between our SELECT and INSERT: read again.
+	}
+	return false, nil, errPlaceholderRace
+}
+
+func (s *Store) Scan(ctx context.Context, partitionKey, start []byte) (kv.EntriesIterator, error) {
+	if len(partitionKey) == 0 {
+		return nil, kv.ErrMissingPartitionKey
+	}
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	return &iterator{s: s, ctx: ctx, pk: bytes.Clone(partitionKey), next: bytes.Clone(start), inclusive: true}, nil
+}
+
+// Close closes the pool. Later calls return kv.ErrClosed.
+func (s *Store) Close() {
+	if s.closed.Swap(true) {
+		return
+	}
+	s.pool.Close()
+}
+
+// Pool exposes the connection pool, for tests and health checks.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+type iterator struct {
+	s         *Store
+	ctx       context.Context
+	pk        []byte
+	next      []byte
+	inclusive bool
+	page      []kv.Entry
+	pos       int
+	entry     *kv.Entry
+	err       error
+	done      bool
+	closed    bool
+}
+
+// fill runs one page query, lakeFS style: key >= start for the first page,
+// key > last for the next ones.
+func (it *iterator) fill() {
+	var (
+		rows pgx.Rows
+		err  error
+	)
+	switch {
+	case len(it.next) == 0:
+		rows, err = it.s.pool.Query(it.ctx, it.s.sqlScanAll, it.pk, it.s.pageSize)
+	case it.inclusive:
+		rows, err = it.s.pool.Query(it.ctx, it.s.sqlScanFrom, it.pk, it.next, it.s.pageSize)
+	default:
+		rows, err = it.s.pool.Query(it.ctx, it.s.sqlScanAfter, it.pk, it.next, it.s.pageSize)
+	}
+	if err != nil {
+		it.err = wrapErr(it.ctx, "scan", err)
+		return
+	}
+	page := make([]kv.Entry, 0, min(it.s.pageSize, 1024))
+	for rows.Next() {
+		var k, v []byte
+		if err := rows.Scan(&k, &v); err != nil {
+			rows.Close()
+			it.err = wrapErr(it.ctx, "scan", err)
+			return
+		}
+		if v == nil {
+			v = []byte{}
+		}
+		page = append(page, kv.Entry{PartitionKey: it.pk, Key: k, Value: v})
+	}
+	if err := rows.Err(); err != nil {
+		it.err = wrapErr(it.ctx, "scan", err)
+		return
+	}
+	it.page, it.pos = page, 0
+	if len(page) < it.s.pageSize {
+		it.done = true
+	}
+	if n := len(page); n > 0 {
+		it.next, it.inclusive = page[n-1].Key, false
+	}
+}
+
+func (it *iterator) Next() bool {
+	if it.closed || it.err != nil {
+		return false
+	}
+	if it.s.closed.Load() {
+		it.err = kv.ErrClosed
+		return false
+	}
+	if err := it.ctx.Err(); err != nil {
+		it.err = err
+		return false
+	}
+	if it.pos >= len(it.page) {
+		if it.done {
+			it.entry = nil
+			return false
+		}
+		it.fill()
+		if it.err != nil || len(it.page) == 0 {
+			it.entry = nil
+			return false
+		}
+	}
+	it.entry = &it.page[it.pos]
+	it.pos++
+	return true
+}
+
+func (it *iterator) Entry() *kv.Entry { return it.entry }
+func (it *iterator) Err() error       { return it.err }
+func (it *iterator) Close()           { it.closed = true; it.page = nil; it.entry = nil }
