@@ -176,8 +176,10 @@ func TestSQLOutcomes(t *testing.T) {
 			{"R1 missing", func(tx *Txn) (any, error) { return tx.GetRepository(ctx, "nope") }, RepositoryRow{}, ErrNotFound},
 			{"R4 missing: 0 rows", func(tx *Txn) (any, error) { return tx.DeleteRepository(ctx, "nope") }, false, nil},
 			{"S2 inserts", func(tx *Txn) (any, error) { return tx.SetStagedIfAbsent(ctx, live) }, true, nil},
-			{"S2 again does nothing", func(tx *Txn) (any, error) { return tx.SetStagedIfAbsent(ctx, tomb) }, true, nil},
-			{"S2 over a tombstone does nothing", func(tx *Txn) (any, error) { return tx.SetStagedIfAbsent(ctx, StagingRow{StagingToken: tomb.StagingToken, Key: tomb.Key, Identity: []byte{9}}) }, false, nil},
+			{"S2 inserts a tombstone", func(tx *Txn) (any, error) { return tx.SetStagedIfAbsent(ctx, tomb) }, true, nil},
+			{"S2 over a tombstone does nothing", func(tx *Txn) (any, error) {
+				return tx.SetStagedIfAbsent(ctx, StagingRow{StagingToken: tomb.StagingToken, Key: tomb.Key, Identity: []byte{9}})
+			}, false, nil},
 			{"S3 upserts", func(tx *Txn) (any, error) { return nil, tx.SetStaged(ctx, other) }, nil, nil},
 			{"S1 live", func(tx *Txn) (any, error) { return tx.GetStaged(ctx, live.StagingToken, live.Key) }, live, nil},
 			{"S1 tombstone", func(tx *Txn) (any, error) { return tx.GetStaged(ctx, tomb.StagingToken, tomb.Key) }, tomb, nil},
