@@ -85,6 +85,8 @@ func AppendValue(b []byte, sess *Session, oid uint32, format int16, v Value) ([]
 	return nil, newErr("0A000", nil, "type %d is not a ref-store type", oid)
 }
 
+var empty = []byte{}
+
 func isTextish(oid uint32) bool { return oid == OIDText || oid == OIDVarchar }
 
 // EncodeRow encodes one result row for DataRow in the Bind's result
@@ -108,7 +110,11 @@ func (p *Plan) EncodeRow(sess *Session, resultFormats []int16, row []Value, dst 
 		if err != nil {
 			return dst, buf, err
 		}
-		dst = append(dst, buf[start:len(buf):len(buf)])
+		v := buf[start:len(buf):len(buf)]
+		if v == nil {
+			v = empty // an empty value is not NULL
+		}
+		dst = append(dst, v)
 	}
 	return dst, buf, nil
 }
