@@ -137,7 +137,7 @@ func (c *Client) GetRepository(ctx context.Context, repo string) (*Repository, e
 func (c *Client) createBareRepository(ctx context.Context, q Q, r Repository) error {
 	_, err := q.exec(ctx, IDR2, SQLR2, r.ID, r.StorageNamespace, r.CreationDate, r.DefaultBranchID)
 	if errors.Is(err, ErrAlreadyExists) {
-		return fmt.Errorf("%s: %w", r.ID, ErrNotUnique)
+		return fmt.Errorf("%s: %w: %w", r.ID, ErrNotUnique, err)
 	}
 	if c.cfg.Version == V070 {
 		return err
