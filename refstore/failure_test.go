@@ -73,10 +73,27 @@ type faultyBatcher struct {
 }
 
 func (f faultyBatcher) Batch(ctx context.Context, ops []kv.Op) error {
-	if f.maxOps > 0 && len(ops) > f.maxOps {
-		return kv.ErrBatchTooLarge
+	if f.maxOps > 0 && len(ops) > f.maxOps || !batchesSupported(ctx, f.Store) {
+		return kv.ErrBatchTooLarge // rejected before anything is written
 	}
 	return f.write(func() error { return f.Store.(kv.Batcher).Batch(ctx, ops) })
+}
+
+// batchesSupported tells whether the driver takes atomic batches at all
+// (dynalite, for one, has no TransactWriteItems, and the dynamodb driver
+// then answers ErrBatchTooLarge), so that a rejected batch is not counted
+// as a write.
+func batchesSupported(ctx context.Context, s kv.Store) bool {
+	b, ok := s.(kv.Batcher)
+	if !ok {
+		return false
+	}
+	// Two keys: a driver may serve a one-key batch without a transaction.
+	err := b.Batch(ctx, []kv.Op{
+		{Kind: kv.OpCheck, PartitionKey: []byte("_refstore_probe"), Key: []byte("absent1")},
+		{Kind: kv.OpCheck, PartitionKey: []byte("_refstore_probe"), Key: []byte("absent2")},
+	})
+	return !errors.Is(err, kv.ErrBatchTooLarge)
 }
 
 var faultModes = []struct {

@@ -532,7 +532,10 @@ func (t *Txn) applyStep(ctx context.Context, s step) error {
 		// No single-key delete-if exists outside Batcher; check, then
 		// delete. The window between them is the fallback's limit.
 		if b, ok := t.s.kv.(kv.Batcher); ok && s.present {
-			return b.Batch(ctx, []kv.Op{{Kind: kv.OpDeleteIf, PartitionKey: pk, Key: key, Predicate: s.predicate()}})
+			err := b.Batch(ctx, []kv.Op{{Kind: kv.OpDeleteIf, PartitionKey: pk, Key: key, Predicate: s.predicate()}})
+			if !errors.Is(err, kv.ErrBatchTooLarge) {
+				return err
+			}
 		}
 		if err := t.validateChecks(ctx, []step{s}); err != nil {
 			return fmt.Errorf("%w (%w)", kv.ErrPredicateFailed, err)
