@@ -1,0 +1,92 @@
+// Package wire owns the PostgreSQL wire protocol of kvproxy: the server side
+// for clients (startup, TLS, authentication, simple and extended query,
+// pipelining, COPY, cancel, errors, limits, shutdown) and the client side
+// towards the upstream PostgreSQL (one upstream connection per client
+// session, opened with pgconn so upstream auth, TLS and sslmode come from
+// the DSN). It knows nothing about lakeFS, SQL translation or KV.
+//
+// # Modes
+//
+// With no Router (or a Router whose Passthrough method returns true for the
+// session) a session is a pure relay: one goroutine per direction copies
+// whole messages, decoding only the 5-byte header (type check, size limit)
+// and ReadyForQuery (transaction status for shutdown and the
+// idle-in-transaction timeout), flushing only when its input has nothing
+// more buffered.
+//
+// With a Router, every statement text is routed once per session (the
+// decision is cached by text):
+//
+//	type Router interface {
+//		Route(ctx context.Context, sess *Session, sql string) (Handler, error)
+//	}
+//
+// and the Handler is one of
+//
+//   - Forward(): (a) the statement goes upstream as is;
+//   - Local(LocalStatement): (b) the proxy answers. Describe gives the
+//     parameter OIDs for ParameterDescription (it receives the OIDs the
+//     client put in Parse and must fill in the rest itself — with no
+//     upstream nobody else can) and the result columns for RowDescription
+//     (nil = NoData). Execute gets the bound parameters (values, per-value
+//     formats, OIDs; Params.Decode scans one with pgtype) and a RowWriter
+//     that encodes rows in the result formats the client asked for in Bind
+//     (text or binary, per column; WriteRow encodes Go values with pgtype,
+//     WriteRawRow takes encoded values), and returns the command tag or an
+//     error (a *pgconn.PgError, e.g. from Errorf, keeps its SQLSTATE; any
+//     other error is XX000). Row limits in Execute and PortalSuspended are
+//     handled here. A CancelRequest cancels Execute's context (57014).
+//   - ForwardInspect(InspectFunc): (c) the statement goes upstream, its
+//     result (row description when known, rows, command tag or error, and
+//     the bound parameters) is held back and given to the InspectFunc,
+//     which may do more work (mirror a write to KV) before the response is
+//     released; if it returns an error, the client gets that error instead
+//     and the transaction fails as for any error. An inspected Execute is a
+//     synchronisation point of the pipeline.
+//
+// (d) Session.Upstream().Exec runs the upper layer's own statements on the
+// session's upstream connection, synchronously and inside the client's
+// current transaction (explicit, or the implicit one of the current
+// pipeline), using private statement and portal names so it never
+// disturbs the client's unnamed statement or portal. Call it only from the
+// session goroutine, i.e. from Route, LocalStatement, InspectFunc or
+// OpenSession.
+//
+// (e) Session.SetState/State attach upper-layer state (a transaction
+// object); Session.OnClose registers callbacks run when the session ends
+// however it ends (client gone, error, shutdown), e.g. to release locks.
+// The optional SessionOpener interface on the Router is called once per
+// session before its first statement.
+//
+// (f) ReadyForQuery's status is Session.TxStatus(): the upstream's, unless
+// the local side owns the transaction. A LocalStatement that answers BEGIN
+// calls sess.SetTxStatus('T'), COMMIT/ROLLBACK SetTxStatus('I'); a failed
+// local statement inside a transaction makes it 'E' by itself; when the
+// upstream has the transaction open (or a pipeline's implicit one), the
+// proxy aborts it there as well with a statement that fails, so PostgreSQL's
+// error semantics hold across forwarded and local statements.
+//
+// # Ordering and errors
+//
+// Responses reach the client in the order of its messages even when a
+// pipeline (pgx batch) mixes forwarded and local statements: before a local
+// response the proxy sends Flush upstream and relays every outstanding
+// upstream response. After an error (upstream or local) every message up to
+// Sync is discarded, as PostgreSQL does. Simple-protocol strings with several
+// statements are split with pg_query's parser (or the Router's Split
+// method; text the parser rejects is one statement); if every statement is forwarded the string goes upstream whole
+// (PostgreSQL's implicit-transaction semantics apply), otherwise statement
+// by statement, stopping at the first error: forwarded statements before a
+// failing local one are then already committed unless an explicit
+// transaction is open.
+//
+// # Limits and lifecycle
+//
+// Config bounds message size (08P01 and disconnect beyond it), connections
+// (53300), startup time and idle-in-transaction time (25P03). Shutdown stops
+// accepting, ends idle sessions with 57P01, lets sessions finish their
+// transaction, and closes the rest when its context ends. Upstream failures
+// are reported to the client as 08006 (08001 at connect) before the
+// connection is closed. Observer and Stats expose connection counters for
+// the metrics layer.
+package wire

@@ -1,0 +1,142 @@
+package wire
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+)
+
+// runRelay is the passthrough fast path: one goroutine per direction, each
+// copying whole messages between buffered connections with no decoding
+// beyond the 5-byte header, and flushing only when its input has nothing
+// more buffered.
+func (s *Session) runRelay() error {
+	upErr := make(chan error, 1)
+	go func() { upErr <- s.relayUpstream() }()
+	err := s.relayClient()
+	if errors.Is(err, errTerminated) || errors.Is(err, errShutdown) {
+		// Upstream ends its side after Terminate; wait for the last bytes.
+		_ = s.up.conn.SetReadDeadline(time.Now().Add(fatalWriteWait))
+	} else {
+		s.up.conn.Close()
+	}
+	uerr := <-upErr
+	if err == nil || errors.Is(err, errTerminated) {
+		return err
+	}
+	if uerr != nil && errors.Is(err, net.ErrClosed) {
+		// The upstream side failed first and closed the client connection.
+		return uerr
+	}
+	return err
+}
+
+// relayClient copies client messages upstream until Terminate, an error,
+// or shutdown.
+func (s *Session) relayClient() error {
+	r, w, max := s.cr, s.up.w, s.srv.cfg.MaxMessageSize
+	for {
+		if r.Buffered() == 0 {
+			if err := w.Flush(); err != nil {
+				return s.upstreamFailed(err)
+			}
+			if err := s.waitClient(); err != nil {
+				if errors.Is(err, errShutdown) {
+					s.terminating.Store(true)
+					_, _ = w.Write([]byte{'X', 0, 0, 0, 4})
+					_ = w.Flush()
+				}
+				return err
+			}
+		}
+		typ, n, err := readHeader(r, max)
+		if err != nil {
+			return err
+		}
+		if !frontendTypes[typ] || typ == 'p' {
+			return fmt.Errorf("%w: invalid frontend message type %d", ErrBadMessage, typ)
+		}
+		switch typ {
+		case 'Q', 'S', 'F':
+			s.outstanding.Add(1)
+		case 'X':
+			s.terminating.Store(true)
+		}
+		if err := relayMessage(w, r, typ, n); err != nil {
+			if errors.Is(err, io.ErrUnexpectedEOF) || r.Buffered() == 0 && isReadErr(err) {
+				return err
+			}
+			return s.upstreamFailed(err)
+		}
+		if typ == 'X' {
+			_ = w.Flush()
+			return errTerminated
+		}
+		if (typ == 'S' || typ == 'Q' || typ == 'H') && !messageBuffered(r) {
+			if err := w.Flush(); err != nil {
+				return s.upstreamFailed(err)
+			}
+		}
+	}
+}
+
+func isReadErr(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "read"
+}
+
+func (s *Session) upstreamFailed(err error) error {
+	return fatalf(CodeConnectionFailure, "upstream connection failed: %v", err)
+}
+
+// relayUpstream copies upstream messages to the client, tracking the
+// transaction status from ReadyForQuery.
+func (s *Session) relayUpstream() error {
+	r, w := s.up.r, s.cw
+	for {
+		if r.Buffered() == 0 {
+			if err := w.Flush(); err != nil {
+				s.up.conn.Close()
+				return err
+			}
+		}
+		typ, n, err := readHeader(r, 0)
+		if err != nil {
+			if s.terminating.Load() {
+				_ = w.Flush()
+				return nil
+			}
+			// The client is told, then the client side is unblocked.
+			s.sendFatal(s.upstreamFailed(err))
+			s.conn.Close()
+			return err
+		}
+		if typ == 'Z' && n == 1 {
+			st, err := r.Peek(1)
+			if err != nil {
+				s.conn.Close()
+				return err
+			}
+			s.upTx.Store(uint32(st[0]))
+			if s.outstanding.Add(-1) < 0 {
+				s.outstanding.Store(0)
+			}
+		}
+		if err := relayMessage(w, r, typ, n); err != nil {
+			s.conn.Close()
+			s.up.conn.Close()
+			return err
+		}
+		if typ == 'Z' {
+			if r.Buffered() == 0 {
+				if err := w.Flush(); err != nil {
+					s.up.conn.Close()
+					return err
+				}
+			}
+			s.wake()
+		}
+	}
+}

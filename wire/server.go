@@ -1,0 +1,288 @@
+package wire
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Observer is told about connections; the metrics layer implements it. Its
+// methods are called concurrently and must not block.
+type Observer interface {
+	ClientConnOpened()
+	ClientConnClosed()
+	// ClientConnRejected is called for a client refused before its session
+	// starts, with the SQLSTATE it was given (53300, 28P01, 08P01, ...).
+	ClientConnRejected(code string)
+	UpstreamConnOpened()
+	UpstreamConnClosed()
+}
+
+// Stats is a snapshot of the server's counters.
+type Stats struct {
+	ClientConns         int64 // open client sessions
+	UpstreamConns       int64 // open upstream connections
+	ClientConnsTotal    int64 // accepted since start
+	UpstreamConnsTotal  int64 // opened since start
+	ClientConnsRejected int64
+}
+
+// Server is a PostgreSQL wire-protocol proxy.
+type Server struct {
+	cfg    Config
+	router Router
+	log    *slog.Logger
+	upCfg  *pgconn.Config
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	sessions  map[*Session]struct{}
+	closing   bool
+	wg        sync.WaitGroup
+
+	nextPID atomic.Uint32
+	active  atomic.Int64 // includes sessions still starting up
+
+	clientConns, upstreamConns, clientTotal, upstreamTotal, rejected atomic.Int64
+}
+
+// NewServer checks cfg and returns a server. router may be nil: every
+// statement is then relayed upstream on the fast path.
+func NewServer(cfg Config, router Router, logger *slog.Logger) (*Server, error) {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: c, router: router, log: logger,
+		listeners: map[net.Listener]struct{}{}, sessions: map[*Session]struct{}{}}
+	if c.UpstreamDSN != "" {
+		pc, err := pgconn.ParseConfig(c.UpstreamDSN)
+		if err != nil {
+			return nil, fmt.Errorf("%w: upstream DSN: %w", ErrConfig, err)
+		}
+		s.upCfg = pc
+	} else if router == nil {
+		return nil, fmt.Errorf("%w: without an upstream a Router must answer every statement", ErrConfig)
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	s.nextPID.Store(binary.BigEndian.Uint32(b[:]) & 0x3fffffff)
+	return s, nil
+}
+
+// Stats returns the current counters.
+func (s *Server) Stats() Stats {
+	return Stats{ClientConns: s.clientConns.Load(), UpstreamConns: s.upstreamConns.Load(),
+		ClientConnsTotal: s.clientTotal.Load(), UpstreamConnsTotal: s.upstreamTotal.Load(),
+		ClientConnsRejected: s.rejected.Load()}
+}
+
+// ListenAndServe listens on cfg.Listen and serves until Shutdown or ctx ends.
+func (s *Server) ListenAndServe(ctx context.Context) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("wire: listen %s: %w", s.cfg.Listen, err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve accepts clients on ln until Shutdown is called (it then returns
+// ErrServerClosed) or ctx ends (every session is closed at once, and it
+// returns ctx.Err()). It closes ln.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	stop := context.AfterFunc(ctx, func() {
+		ln.Close()
+		s.closeAll()
+	})
+	defer stop()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+	var delay time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			s.mu.Lock()
+			closing := s.closing
+			s.mu.Unlock()
+			if closing || errors.Is(err, net.ErrClosed) {
+				return ErrServerClosed
+			}
+			// Temporary errors (EMFILE): back off like net/http.
+			if delay == 0 {
+				delay = 5 * time.Millisecond
+			} else if delay *= 2; delay > time.Second {
+				delay = time.Second
+			}
+			s.log.Warn("accept failed", "err", err, "retry_in", delay)
+			select {
+			case <-time.After(delay):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			continue
+		}
+		delay = 0
+		if tc, ok := conn.(*net.TCPConn); ok {
+			_ = tc.SetNoDelay(true)
+		}
+		if !s.track() {
+			conn.Close()
+			return ErrServerClosed
+		}
+		go func() {
+			defer s.wg.Done()
+			s.serveConn(ctx, conn)
+		}()
+	}
+}
+
+func (s *Server) track() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.wg.Add(1)
+	return true
+}
+
+// Shutdown stops accepting clients, closes idle sessions, lets sessions in a
+// transaction (or with a statement running) finish it, and closes each as it
+// becomes idle. When ctx ends first, the remaining sessions are closed at
+// once and ctx.Err() is returned. Sessions are told FATAL 57P01.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	sessions := make([]*Session, 0, len(s.sessions))
+	for sess := range s.sessions {
+		sessions = append(sessions, sess)
+	}
+	s.mu.Unlock()
+	for _, sess := range sessions {
+		sess.beginShutdown()
+	}
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.closeAll()
+		<-done
+		return ctx.Err()
+	}
+}
+
+func (s *Server) closeAll() {
+	s.mu.Lock()
+	s.closing = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	sessions := make([]*Session, 0, len(s.sessions))
+	for sess := range s.sessions {
+		sessions = append(sessions, sess)
+	}
+	s.mu.Unlock()
+	for _, sess := range sessions {
+		sess.forceClose()
+	}
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+func (s *Server) register(sess *Session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.sessions[sess] = struct{}{}
+	return true
+}
+
+func (s *Server) unregister(sess *Session) {
+	s.mu.Lock()
+	delete(s.sessions, sess)
+	s.mu.Unlock()
+}
+
+// cancel finds the session with the proxy's key and cancels its running
+// statement.
+func (s *Server) cancel(ctx context.Context, pid, key uint32) {
+	s.mu.Lock()
+	var target *Session
+	for sess := range s.sessions {
+		if sess.pid == pid && sess.secret == key {
+			target = sess
+			break
+		}
+	}
+	s.mu.Unlock()
+	if target == nil {
+		s.log.Debug("cancel request for unknown session", "pid", pid)
+		return
+	}
+	target.cancelRunning(ctx)
+}
+
+func (s *Server) obs() Observer { return s.cfg.Observer }
+
+func (s *Server) upstreamOpened() {
+	s.upstreamConns.Add(1)
+	s.upstreamTotal.Add(1)
+	if o := s.obs(); o != nil {
+		o.UpstreamConnOpened()
+	}
+}
+
+func (s *Server) upstreamClosed() {
+	s.upstreamConns.Add(-1)
+	if o := s.obs(); o != nil {
+		o.UpstreamConnClosed()
+	}
+}
+
+func (s *Server) reject(code string) {
+	s.rejected.Add(1)
+	if o := s.obs(); o != nil {
+		o.ClientConnRejected(code)
+	}
+}

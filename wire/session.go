@@ -1,0 +1,759 @@
+package wire
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/xdg-go/scram"
+)
+
+const (
+	maxStartupPacket = 10000
+	codeSSLRequest   = 80877103
+	codeGSSENC       = 80877104
+	codeCancel       = 80877102
+	protocol30       = 196608
+	ioBufSize        = 32 << 10
+	fatalWriteWait   = 5 * time.Second
+)
+
+var (
+	errShutdown   = errors.New("wire: session closed by shutdown")
+	errIdleInTx   = errors.New("wire: idle-in-transaction timeout")
+	errTerminated = errors.New("wire: client terminated")
+)
+
+// Session is one client connection. Its methods are safe to call from the
+// Router and handlers (which run on the session's goroutine); State,
+// SetState and OnClose are also safe from other goroutines.
+type Session struct {
+	srv    *Server
+	pid    uint32
+	secret uint32
+
+	conn     net.Conn
+	cr       *bufio.Reader
+	cw       *bufio.Writer
+	tls      bool
+	user     string
+	database string
+	params   map[string]string
+	status   map[string]string
+	up       *upstreamConn
+	upHandle *Upstream
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu           sync.Mutex
+	waiting      bool
+	deadlineSet  bool
+	shuttingDown bool
+	closed       bool
+	runCancel    context.CancelFunc
+	state        any
+	onClose      []func(ctx context.Context)
+
+	upTx        atomic.Uint32 // last ReadyForQuery status from upstream
+	outstanding atomic.Int32  // passthrough: Query/Sync sent minus ReadyForQuery received
+	localTx     byte          // routed: status owned by local handlers, 0 = none
+	terminating atomic.Bool
+	upClosed    atomic.Bool
+	rt          *routed
+	out         []byte
+}
+
+// ID is the process ID the proxy gave the client in BackendKeyData.
+func (s *Session) ID() uint32 { return s.pid }
+
+// User is the authenticated user name.
+func (s *Session) User() string { return s.user }
+
+// Database is the database the client asked for.
+func (s *Session) Database() string { return s.database }
+
+// StartupParameter returns a parameter from the client's startup message.
+func (s *Session) StartupParameter(name string) string { return s.params[name] }
+
+// ParameterStatus returns a parameter as reported to the client.
+func (s *Session) ParameterStatus(name string) string { return s.status[name] }
+
+// RemoteAddr is the client's address.
+func (s *Session) RemoteAddr() net.Addr { return s.conn.RemoteAddr() }
+
+// TLS reports whether the client connection is encrypted.
+func (s *Session) TLS() bool { return s.tls }
+
+// Context ends when the session ends.
+func (s *Session) Context() context.Context { return s.ctx }
+
+// Upstream is the session's upstream connection, nil when there is none.
+func (s *Session) Upstream() *Upstream { return s.upHandle }
+
+// State returns what SetState stored.
+func (s *Session) State() any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state
+}
+
+// SetState attaches upper-layer state (e.g. a transaction object).
+func (s *Session) SetState(v any) {
+	s.mu.Lock()
+	s.state = v
+	s.mu.Unlock()
+}
+
+// OnClose registers f to run when the session ends, however it ends (in
+// reverse order of registration), e.g. to release locks. ctx bounds f.
+func (s *Session) OnClose(f func(ctx context.Context)) {
+	s.mu.Lock()
+	s.onClose = append(s.onClose, f)
+	s.mu.Unlock()
+}
+
+// TxStatus is the transaction status the client sees in ReadyForQuery:
+// 'I' idle, 'T' in a transaction, 'E' in a failed transaction.
+func (s *Session) TxStatus() byte {
+	if s.localTx != 0 {
+		return s.localTx
+	}
+	if s.up != nil {
+		return byte(s.upTx.Load())
+	}
+	return 'I'
+}
+
+// SetTxStatus sets the transaction status for a transaction the local side
+// owns (e.g. a locally answered BEGIN: 'T'; COMMIT/ROLLBACK: 'I'). 0 hands
+// the status back to the upstream. A failed local statement inside a
+// transaction sets 'E' by itself; the upstream leaving its transaction
+// clears a local 'E'.
+func (s *Session) SetTxStatus(status byte) {
+	switch status {
+	case 0, 'I', 'T', 'E':
+		s.localTx = status
+		if status == 'I' && s.up != nil && byte(s.upTx.Load()) == 'I' {
+			s.localTx = 0
+		}
+	}
+}
+
+// upstreamConn is the session's connection to PostgreSQL.
+type upstreamConn struct {
+	conn   net.Conn
+	r      *bufio.Reader
+	w      *bufio.Writer
+	pid    uint32
+	secret []byte
+	cfg    *pgconn.Config
+	params map[string]string
+}
+
+func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
+	s.clientTotal.Add(1)
+	n := s.active.Add(1)
+	defer s.active.Add(-1)
+	sess := &Session{srv: s, conn: conn, cr: bufio.NewReaderSize(conn, ioBufSize), cw: bufio.NewWriterSize(conn, ioBufSize)}
+	sess.ctx, sess.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	defer sess.cancel()
+	_ = conn.SetDeadline(time.Now().Add(s.cfg.StartupTimeout))
+	if err := sess.startup(int(n)); err != nil {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) {
+			s.reject(pe.Code)
+			sess.sendFatal(pe)
+		} else if !errors.Is(err, io.EOF) && !errors.Is(err, errCancelDone) {
+			s.reject(CodeProtocolViolation)
+			s.log.Debug("client startup failed", "remote", conn.RemoteAddr(), "err", err)
+		}
+		if sess.up != nil {
+			sess.closeUpstream()
+		}
+		conn.Close()
+		return
+	}
+	s.clientConns.Add(1)
+	if o := s.obs(); o != nil {
+		o.ClientConnOpened()
+	}
+	err := sess.run()
+	sess.finish(err)
+	s.clientConns.Add(-1)
+	if o := s.obs(); o != nil {
+		o.ClientConnClosed()
+	}
+}
+
+var errCancelDone = errors.New("wire: cancel request handled")
+
+// startup runs the startup phase up to ReadyForQuery.
+func (s *Session) startup(active int) error {
+	srv := s.srv
+	sslDone := false
+	var sm pgproto3.StartupMessage
+	for {
+		code, body, err := s.readStartupPacket()
+		if err != nil {
+			return err
+		}
+		switch code {
+		case codeSSLRequest:
+			if sslDone {
+				return fatalf(CodeProtocolViolation, "SSLRequest after encryption negotiation")
+			}
+			sslDone = true
+			if srv.cfg.TLSConfig == nil {
+				if _, err := s.conn.Write([]byte{'N'}); err != nil {
+					return err
+				}
+				continue
+			}
+			if s.cr.Buffered() > 0 {
+				// Bytes sent before the handshake would bypass encryption.
+				return fatalf(CodeProtocolViolation, "received unencrypted data after SSL request")
+			}
+			if _, err := s.conn.Write([]byte{'S'}); err != nil {
+				return err
+			}
+			tc := tls.Server(s.conn, srv.cfg.TLSConfig)
+			if err := tc.Handshake(); err != nil {
+				return fmt.Errorf("wire: TLS handshake: %w", err)
+			}
+			s.conn, s.tls = tc, true
+			s.cr.Reset(tc)
+			s.cw.Reset(tc)
+			continue
+		case codeGSSENC:
+			if s.cr.Buffered() > 0 {
+				return fatalf(CodeProtocolViolation, "received unencrypted data after GSSENC request")
+			}
+			if _, err := s.conn.Write([]byte{'N'}); err != nil {
+				return err
+			}
+			continue
+		case codeCancel:
+			if len(body) < 8 {
+				return fmt.Errorf("%w: short CancelRequest", ErrBadMessage)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), srv.cfg.StartupTimeout)
+			srv.cancel(ctx, binary.BigEndian.Uint32(body[0:4]), binary.BigEndian.Uint32(body[4:8]))
+			cancel()
+			return errCancelDone
+		}
+		if code>>16 != 3 {
+			return fatalf(CodeFeatureNotSupported, "unsupported frontend protocol %d.%d: server supports 3.0 to 3.0", code>>16, code&0xffff)
+		}
+		full := make([]byte, 4+len(body))
+		binary.BigEndian.PutUint32(full, protocol30)
+		copy(full[4:], body)
+		if err := sm.Decode(full); err != nil {
+			return fatalf(CodeProtocolViolation, "invalid startup packet layout: %v", err)
+		}
+		var unrecognized []string
+		for k := range sm.Parameters {
+			if strings.HasPrefix(k, "_pq_.") {
+				unrecognized = append(unrecognized, k)
+				delete(sm.Parameters, k)
+			}
+		}
+		if code&0xffff != 0 || len(unrecognized) > 0 {
+			if err := s.send(&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unrecognized}); err != nil {
+				return err
+			}
+		}
+		break
+	}
+	s.params = sm.Parameters
+	s.user = sm.Parameters["user"]
+	if s.user == "" {
+		return fatalf(CodeInvalidAuthorization, "no PostgreSQL user name specified in startup packet")
+	}
+	s.database = sm.Parameters["database"]
+	if s.database == "" {
+		s.database = s.user
+	}
+	if sm.Parameters["replication"] != "" && sm.Parameters["replication"] != "false" && sm.Parameters["replication"] != "off" {
+		return fatalf(CodeFeatureNotSupported, "replication connections are not supported by the proxy")
+	}
+	if srv.isClosing() {
+		return fatalf(CodeCannotConnectNow, "the proxy is shutting down")
+	}
+	if active > srv.cfg.MaxConnections {
+		return fatalf(CodeTooManyConnections, "sorry, too many clients already")
+	}
+	if err := s.authenticate(); err != nil {
+		return err
+	}
+	if srv.upCfg != nil {
+		ctx, cancel := context.WithTimeout(s.ctx, srv.cfg.StartupTimeout)
+		up, err := srv.connectUpstream(ctx, s.params)
+		cancel()
+		if err != nil {
+			var pe *pgconn.PgError
+			if errors.As(err, &pe) {
+				return &pgconn.PgError{Severity: "FATAL", Code: pe.Code, Message: "upstream: " + pe.Message, Detail: pe.Detail, Hint: pe.Hint}
+			}
+			srv.log.Warn("upstream connect failed", "err", err)
+			return fatalf(CodeUnableToConnect, "could not connect to upstream: %v", err)
+		}
+		s.up = up
+		s.upHandle = &Upstream{s: s}
+		s.upTx.Store('I')
+		s.status = up.params
+	} else {
+		s.status = map[string]string{}
+		for k, v := range srv.cfg.ParameterStatus {
+			s.status[k] = v
+		}
+		if v := s.params["application_name"]; v != "" {
+			s.status["application_name"] = v
+		}
+		s.status["session_authorization"] = s.user
+	}
+	s.pid = srv.nextPID.Add(1)
+	var key [4]byte
+	_, _ = rand.Read(key[:])
+	s.secret = binary.BigEndian.Uint32(key[:])
+	if !srv.register(s) {
+		return fatalf(CodeAdminShutdown, "terminating connection due to administrator command")
+	}
+	for k, v := range s.status {
+		if err := s.buffer(&pgproto3.ParameterStatus{Name: k, Value: v}); err != nil {
+			srv.unregister(s)
+			return err
+		}
+	}
+	if err := s.buffer(&pgproto3.BackendKeyData{ProcessID: s.pid, SecretKey: key[:]}); err != nil {
+		srv.unregister(s)
+		return err
+	}
+	if o, ok := srv.router.(SessionOpener); ok && srv.router != nil {
+		if err := o.OpenSession(s.ctx, s); err != nil {
+			srv.unregister(s)
+			var pe *pgconn.PgError
+			if errors.As(err, &pe) {
+				return &pgconn.PgError{Severity: "FATAL", Code: pe.Code, Message: pe.Message, Detail: pe.Detail}
+			}
+			return fatalf(CodeInternalError, "%v", err)
+		}
+	}
+	if err := s.send(&pgproto3.ReadyForQuery{TxStatus: 'I'}); err != nil {
+		srv.unregister(s)
+		return err
+	}
+	_ = s.conn.SetDeadline(time.Time{})
+	return nil
+}
+
+func (s *Session) readStartupPacket() (uint32, []byte, error) {
+	var hdr [8]byte
+	if _, err := io.ReadFull(s.cr, hdr[:]); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return 0, nil, fmt.Errorf("%w: truncated startup packet", ErrBadMessage)
+		}
+		return 0, nil, err
+	}
+	l := int32(binary.BigEndian.Uint32(hdr[:4]))
+	if l < 8 || l > maxStartupPacket {
+		return 0, nil, fatalf(CodeProtocolViolation, "invalid length of startup packet")
+	}
+	body := make([]byte, l-8)
+	if _, err := io.ReadFull(s.cr, body); err != nil {
+		return 0, nil, fmt.Errorf("%w: truncated startup packet: %w", ErrBadMessage, err)
+	}
+	return binary.BigEndian.Uint32(hdr[4:]), body, nil
+}
+
+// readPasswordMessage reads the client's next auth message body ('p').
+func (s *Session) readPasswordMessage() ([]byte, error) {
+	if err := s.cw.Flush(); err != nil {
+		return nil, err
+	}
+	typ, n, err := readHeader(s.cr, 1<<16)
+	if err != nil {
+		if errors.Is(err, ErrMessageTooBig) || errors.Is(err, ErrBadMessage) {
+			return nil, fatalf(CodeProtocolViolation, "invalid authentication message: %v", err)
+		}
+		return nil, err
+	}
+	if typ != 'p' {
+		return nil, fatalf(CodeProtocolViolation, "expected password response, got message type %q", typ)
+	}
+	return readBody(s.cr, nil, n)
+}
+
+func (s *Session) authenticate() error {
+	cfg := &s.srv.cfg
+	failed := fatalf(CodeInvalidPassword, "password authentication failed for user %q", s.user)
+	if cfg.Auth == AuthTrust {
+		return s.buffer(&pgproto3.AuthenticationOk{})
+	}
+	raw, known := cfg.Users[s.user]
+	sec, _ := parseSecret(raw)
+	switch cfg.Auth {
+	case AuthPassword:
+		if !s.tls {
+			return fatalf(CodeInvalidAuthorization, "password authentication requires an SSL connection")
+		}
+		if err := s.send(&pgproto3.AuthenticationCleartextPassword{}); err != nil {
+			return err
+		}
+		body, err := s.readPasswordMessage()
+		if err != nil {
+			return err
+		}
+		var pm pgproto3.PasswordMessage
+		if err := pm.Decode(body); err != nil {
+			return fatalf(CodeProtocolViolation, "invalid password message")
+		}
+		if !known || !sec.checkPassword(s.user, pm.Password) {
+			return failed
+		}
+	case AuthMD5:
+		var salt [4]byte
+		_, _ = rand.Read(salt[:])
+		if err := s.send(&pgproto3.AuthenticationMD5Password{Salt: salt}); err != nil {
+			return err
+		}
+		body, err := s.readPasswordMessage()
+		if err != nil {
+			return err
+		}
+		var pm pgproto3.PasswordMessage
+		if err := pm.Decode(body); err != nil {
+			return fatalf(CodeProtocolViolation, "invalid password message")
+		}
+		var want string
+		switch sec.kind {
+		case secretPlain:
+			want = md5Response(MD5Secret(s.user, sec.plain), salt)
+		case secretMD5:
+			want = md5Response(sec.md5, salt)
+		default:
+			s.srv.log.Warn("md5 auth impossible for a user with a SCRAM secret", "user", s.user)
+		}
+		if !known || want == "" || want != pm.Password {
+			return failed
+		}
+	case AuthSCRAM:
+		if err := s.scram(known, sec); err != nil {
+			return err
+		}
+	}
+	return s.buffer(&pgproto3.AuthenticationOk{})
+}
+
+func (s *Session) scram(known bool, sec secret) error {
+	failed := fatalf(CodeInvalidPassword, "password authentication failed for user %q", s.user)
+	var creds scram.StoredCredentials
+	var credErr error
+	if known {
+		creds, credErr = sec.scramCredentials()
+	} else {
+		credErr = errors.New("unknown user")
+	}
+	srv, err := scram.SHA256.NewServer(func(string) (scram.StoredCredentials, error) {
+		// PostgreSQL clients send an empty SCRAM user name; the startup
+		// packet's user is the one that counts.
+		return creds, credErr
+	})
+	if err != nil {
+		return err
+	}
+	conv := srv.NewConversation()
+	if err := s.send(&pgproto3.AuthenticationSASL{AuthMechanisms: []string{"SCRAM-SHA-256"}}); err != nil {
+		return err
+	}
+	body, err := s.readPasswordMessage()
+	if err != nil {
+		return err
+	}
+	var ir pgproto3.SASLInitialResponse
+	if err := ir.Decode(body); err != nil {
+		return fatalf(CodeProtocolViolation, "malformed SASL initial response")
+	}
+	if ir.AuthMechanism != "SCRAM-SHA-256" {
+		return fatalf(CodeProtocolViolation, "client selected an invalid SASL authentication mechanism")
+	}
+	first, err := conv.Step(string(ir.Data))
+	if err != nil {
+		return failed
+	}
+	if err := s.send(&pgproto3.AuthenticationSASLContinue{Data: []byte(first)}); err != nil {
+		return err
+	}
+	body, err = s.readPasswordMessage()
+	if err != nil {
+		return err
+	}
+	var rsp pgproto3.SASLResponse
+	if err := rsp.Decode(body); err != nil {
+		return fatalf(CodeProtocolViolation, "malformed SASL response")
+	}
+	final, err := conv.Step(string(rsp.Data))
+	if err != nil || !conv.Valid() {
+		return failed
+	}
+	return s.buffer(&pgproto3.AuthenticationSASLFinal{Data: []byte(final)})
+}
+
+// buffer encodes msg into the client write buffer.
+func (s *Session) buffer(msg pgproto3.BackendMessage) error {
+	b, err := msg.Encode(s.out[:0])
+	if err != nil {
+		return err
+	}
+	s.out = b
+	_, err = s.cw.Write(b)
+	return err
+}
+
+// send buffers msg and flushes.
+func (s *Session) send(msg pgproto3.BackendMessage) error {
+	if err := s.buffer(msg); err != nil {
+		return err
+	}
+	return s.cw.Flush()
+}
+
+// sendFatal tells the client why its session ends; best effort.
+func (s *Session) sendFatal(err error) {
+	_ = s.conn.SetWriteDeadline(time.Now().Add(fatalWriteWait))
+	_ = s.send(errorResponse(err))
+}
+
+func (s *Server) connectUpstream(ctx context.Context, params map[string]string) (*upstreamConn, error) {
+	cfg := s.upCfg.Copy()
+	if cfg.RuntimeParams == nil {
+		cfg.RuntimeParams = map[string]string{}
+	}
+	for k, v := range params {
+		switch k {
+		case "user", "database", "replication":
+			continue
+		}
+		cfg.RuntimeParams[k] = v
+	}
+	pc, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := pc.SyncConn(ctx); err != nil {
+		pc.Close(ctx)
+		return nil, err
+	}
+	hj, err := pc.Hijack()
+	if err != nil {
+		pc.Close(ctx)
+		return nil, err
+	}
+	if tc, ok := hj.Conn.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	s.upstreamOpened()
+	return &upstreamConn{conn: hj.Conn, r: bufio.NewReaderSize(hj.Conn, ioBufSize), w: bufio.NewWriterSize(hj.Conn, ioBufSize),
+		pid: hj.PID, secret: hj.SecretKey, cfg: hj.Config, params: hj.ParameterStatuses}, nil
+}
+
+// cancelUpstream sends a CancelRequest for the upstream backend, the way
+// libpq does: a fresh plain connection to the same address.
+func (u *upstreamConn) cancelUpstream(ctx context.Context) error {
+	addr := u.conn.RemoteAddr()
+	network, address := addr.Network(), addr.String()
+	if network == "unix" {
+		network, address = pgconn.NetworkAddress(u.cfg.Host, u.cfg.Port)
+	}
+	c, err := u.cfg.DialFunc(ctx, network, address)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(dl)
+	}
+	msg := make([]byte, 12+len(u.secret))
+	binary.BigEndian.PutUint32(msg[0:], uint32(len(msg)))
+	binary.BigEndian.PutUint32(msg[4:], codeCancel)
+	binary.BigEndian.PutUint32(msg[8:], u.pid)
+	copy(msg[12:], u.secret)
+	if _, err := c.Write(msg); err != nil {
+		return err
+	}
+	// The server closes the connection when done; wait so the cancel has
+	// been processed before the client's next statement.
+	_, _ = c.Read(make([]byte, 1))
+	return nil
+}
+
+func (s *Session) cancelRunning(ctx context.Context) {
+	s.mu.Lock()
+	rc := s.runCancel
+	s.mu.Unlock()
+	if rc != nil {
+		rc()
+	}
+	if s.up != nil {
+		if err := s.up.cancelUpstream(ctx); err != nil {
+			s.srv.log.Warn("cancel upstream failed", "err", err)
+		}
+	}
+}
+
+func (s *Session) closeUpstream() {
+	if s.up == nil || !s.upClosed.CompareAndSwap(false, true) {
+		return
+	}
+	_ = s.up.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = s.up.conn.Write([]byte{'X', 0, 0, 0, 4})
+	s.up.conn.Close()
+	s.srv.upstreamClosed()
+}
+
+// idleLocked reports whether the session is between transactions with no
+// request in flight.
+func (s *Session) idleLocked() bool {
+	return s.outstanding.Load() == 0 && s.TxStatus() == 'I'
+}
+
+// beginShutdown asks the session to end once idle.
+func (s *Session) beginShutdown() {
+	s.mu.Lock()
+	s.shuttingDown = true
+	if s.waiting {
+		_ = s.conn.SetReadDeadline(time.Now())
+		s.deadlineSet = true
+	}
+	s.mu.Unlock()
+}
+
+// wake interrupts a wait for client input so the session re-checks its
+// state (shutdown).
+func (s *Session) wake() {
+	s.mu.Lock()
+	if s.waiting && s.shuttingDown {
+		_ = s.conn.SetReadDeadline(time.Now())
+		s.deadlineSet = true
+	}
+	s.mu.Unlock()
+}
+
+func (s *Session) forceClose() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.cancel()
+	s.conn.Close()
+	if s.up != nil {
+		s.up.conn.Close()
+	}
+}
+
+// waitClient blocks until client input is available, applying the
+// idle-in-transaction timeout and ending the session on shutdown when idle.
+func (s *Session) waitClient() error {
+	for {
+		if s.cr.Buffered() > 0 {
+			return nil
+		}
+		s.mu.Lock()
+		if s.shuttingDown && s.idleLocked() {
+			s.mu.Unlock()
+			return errShutdown
+		}
+		var dl time.Time
+		t := s.srv.cfg.IdleInTransactionTimeout
+		inTx := s.TxStatus() != 'I' && s.outstanding.Load() == 0
+		if t > 0 && inTx {
+			dl = time.Now().Add(t)
+		}
+		s.waiting = true
+		if !dl.IsZero() || s.deadlineSet {
+			_ = s.conn.SetReadDeadline(dl)
+			s.deadlineSet = !dl.IsZero()
+		}
+		s.mu.Unlock()
+		_, err := s.cr.Peek(1)
+		s.mu.Lock()
+		s.waiting = false
+		if s.deadlineSet {
+			_ = s.conn.SetReadDeadline(time.Time{})
+			s.deadlineSet = false
+		}
+		s.mu.Unlock()
+		if err == nil {
+			return nil
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			if !dl.IsZero() && !time.Now().Before(dl) {
+				return errIdleInTx
+			}
+			continue
+		}
+		return err
+	}
+}
+
+// finish ends the session: tells the client why, runs close callbacks,
+// closes both connections.
+func (s *Session) finish(err error) {
+	s.srv.unregister(s)
+	switch {
+	case err == nil, errors.Is(err, errTerminated), errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+	case errors.Is(err, errShutdown):
+		s.sendFatal(fatalf(CodeAdminShutdown, "terminating connection due to administrator command"))
+	case errors.Is(err, errIdleInTx):
+		s.sendFatal(fatalf(CodeIdleInTransaction, "terminating connection due to idle-in-transaction timeout"))
+	case errors.Is(err, ErrMessageTooBig):
+		s.sendFatal(fatalf(CodeProtocolViolation, "invalid message length: %v", err))
+	case errors.Is(err, ErrBadMessage), errors.Is(err, io.ErrUnexpectedEOF):
+		s.sendFatal(fatalf(CodeProtocolViolation, "%v", err))
+	default:
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) {
+			s.sendFatal(pe)
+		} else if !errors.Is(err, os.ErrDeadlineExceeded) {
+			s.srv.log.Debug("session ended", "pid", s.pid, "err", err)
+		}
+	}
+	s.closeUpstream()
+	s.conn.Close()
+	s.cancel()
+	s.mu.Lock()
+	cbs := s.onClose
+	s.onClose = nil
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := len(cbs) - 1; i >= 0; i-- {
+		cbs[i](ctx)
+	}
+}
+
+// run serves the session after startup.
+func (s *Session) run() error {
+	if s.up != nil {
+		if s.srv.router == nil {
+			return s.runRelay()
+		}
+		if p, ok := s.srv.router.(Passthrough); ok && p.Passthrough(s) {
+			return s.runRelay()
+		}
+	}
+	return s.runRouted()
+}
