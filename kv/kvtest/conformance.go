@@ -42,6 +42,7 @@ func RunConformance(t *testing.T, d Driver) {
 	t.Run("Closed", func(t *testing.T) { testClosed(t, d) })
 	t.Run("Unreachable", func(t *testing.T) { testUnreachable(t, d) })
 	t.Run("ConcurrentCAS", func(t *testing.T) { testConcurrentCAS(t, d) })
+	t.Run("ConcurrentBatch", func(t *testing.T) { testConcurrentBatch(t, d) })
 }
 
 func testCtx(t testing.TB) context.Context {
@@ -1081,4 +1082,94 @@ func testConcurrentCAS(t *testing.T, d Driver) {
 		t.Fatalf("counter = %s, want %d (lost updates)", got, workers*increments)
 	}
 	t.Logf("%d increments, %d conflicts reported as ErrPredicateFailed", workers*increments, conflicts.Load())
+}
+
+// testConcurrentBatch moves units between two counters in different
+// partitions with two-key batches, from 8 goroutines that list the keys in
+// opposite orders (a driver that locks in op order would deadlock). The sum
+// must stay constant and every move must be applied exactly once.
+func testConcurrentBatch(t *testing.T, d Driver) {
+	const workers, moves = 8, 25
+	s := d.New(t)
+	b, ok := s.(kv.Batcher)
+	if !ok {
+		t.Skipf("%s is not a kv.Batcher", d.Name)
+	}
+	ctx := testCtx(t)
+	ka, kb := []kv.Op{{PartitionKey: k("acct-a"), Key: k("balance")}}, []kv.Op{{PartitionKey: k("acct-b"), Key: k("balance")}}
+	mustSet(t, s, ka[0].PartitionKey, ka[0].Key, k("1000"))
+	mustSet(t, s, kb[0].PartitionKey, kb[0].Key, k("0"))
+	probe := b.Batch(ctx, []kv.Op{
+		{Kind: kv.OpCheck, PartitionKey: ka[0].PartitionKey, Key: ka[0].Key, Predicate: k("1000")},
+		{Kind: kv.OpCheck, PartitionKey: kb[0].PartitionKey, Key: kb[0].Key, Predicate: k("0")},
+	})
+	if errors.Is(probe, kv.ErrBatchTooLarge) {
+		t.Skipf("%s cannot apply a 2-key batch atomically on this server: %v", d.Name, probe)
+	}
+	if probe != nil {
+		t.Fatalf("probe: %v", probe)
+	}
+	read := func(op kv.Op) (int, kv.Predicate, error) {
+		v, err := s.Get(ctx, op.PartitionKey, op.Key)
+		if err != nil {
+			return 0, nil, err
+		}
+		n, err := strconv.Atoi(string(v.Value))
+		return n, v.Predicate, err
+	}
+	var (
+		conflicts atomic.Int64
+		wg        sync.WaitGroup
+		errs      = make(chan error, workers)
+	)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range moves {
+				for {
+					a, pa, err := read(ka[0])
+					if err != nil {
+						errs <- err
+						return
+					}
+					bb, pb, err := read(kb[0])
+					if err != nil {
+						errs <- err
+						return
+					}
+					ops := []kv.Op{
+						{Kind: kv.OpSetIf, PartitionKey: ka[0].PartitionKey, Key: ka[0].Key, Value: []byte(strconv.Itoa(a - 1)), Predicate: pa},
+						{Kind: kv.OpSetIf, PartitionKey: kb[0].PartitionKey, Key: kb[0].Key, Value: []byte(strconv.Itoa(bb + 1)), Predicate: pb},
+					}
+					if w%2 == 1 {
+						ops[0], ops[1] = ops[1], ops[0]
+					}
+					err = b.Batch(ctx, ops)
+					if err == nil {
+						break
+					}
+					if !errors.Is(err, kv.ErrPredicateFailed) {
+						errs <- fmt.Errorf("a batch conflict surfaced as another error: %w", err)
+						return
+					}
+					conflicts.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if t.Failed() {
+		return
+	}
+	a, _, errA := read(ka[0])
+	bb, _, errB := read(kb[0])
+	if errA != nil || errB != nil || a != 1000-workers*moves || bb != workers*moves {
+		t.Fatalf("balances a=%d b=%d (%v, %v), want %d and %d", a, bb, errA, errB, 1000-workers*moves, workers*moves)
+	}
+	t.Logf("%d moves, %d conflicts reported as ErrPredicateFailed", workers*moves, conflicts.Load())
 }

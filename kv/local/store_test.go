@@ -1,0 +1,170 @@
+package local_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kvproxy/kvproxy/kv"
+	"github.com/kvproxy/kvproxy/kv/local"
+	bolt "go.etcd.io/bbolt"
+)
+
+const childEnv = "KVPROXY_LOCAL_LOCK_CHILD"
+
+// TestMain lets the test binary act as the second process of
+// TestSecondProcessLocked: with childEnv set it opens the file and reports.
+func TestMain(m *testing.M) {
+	if path := os.Getenv(childEnv); path != "" {
+		os.Exit(child(path))
+	}
+	os.Exit(m.Run())
+}
+
+func child(path string) int {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	s, err := local.New(ctx, path, local.Options{})
+	if err == nil {
+		s.Close()
+		fmt.Println("RESULT opened")
+		return 0
+	}
+	fmt.Printf("RESULT locked=%t path=%t after=%s err=%v\n",
+		errors.Is(err, kv.ErrStoreLocked), strings.Contains(err.Error(), path), time.Since(start).Round(time.Millisecond), err)
+	return 0
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return c
+}
+
+func runChild(t *testing.T, path string) string {
+	t.Helper()
+	cmd := exec.CommandContext(ctx(t), os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"="+path)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if r, ok := strings.CutPrefix(line, "RESULT "); ok {
+			return r
+		}
+	}
+	t.Fatalf("child printed no result:\n%s", out)
+	return ""
+}
+
+// TestSecondProcessLocked opens the file here and again from a real second
+// process, which must fail with ErrStoreLocked naming the path (within the
+// 1 s lock timeout, not hang); after Close the second process gets in.
+func TestSecondProcessLocked(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sub", "dir", "kv.db")
+	s, err := local.New(ctx(t), path, local.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := runChild(t, path)
+	if !strings.HasPrefix(got, "locked=true path=true ") {
+		t.Fatalf("second process: %s; want ErrStoreLocked with the path", got)
+	}
+	t.Logf("second process: %s", got)
+	s.Close()
+	if got := runChild(t, path); got != "opened" {
+		t.Fatalf("second process after Close: %s", got)
+	}
+}
+
+func TestReopenKeepsData(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kv.db")
+	s, err := local.Open(ctx(t), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Set(ctx(t), []byte("p"), []byte("k"), []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Set(ctx(t), []byte("gone"), []byte("k"), []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(ctx(t), []byte("gone"), []byte("k")); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = local.Open(ctx(t), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	v, err := s.Get(ctx(t), []byte("p"), []byte("k"))
+	if err != nil || string(v.Value) != "v" {
+		t.Fatalf("after reopen: %v, %v", v, err)
+	}
+	s.Close()
+	// The emptied partition's bucket was removed, not left behind.
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.View(func(tx *bolt.Tx) error {
+		parts := tx.Bucket([]byte("kvproxy.partitions"))
+		if parts == nil {
+			return errors.New("no partitions bucket")
+		}
+		if parts.Bucket([]byte("gone")) != nil {
+			return errors.New("bucket of the emptied partition still exists")
+		}
+		if parts.Bucket([]byte("p")) == nil {
+			return errors.New("bucket of partition p missing")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBadDSN(t *testing.T) {
+	dir := t.TempDir()
+	notDir := filepath.Join(dir, "file")
+	if err := os.WriteFile(notDir, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	garbage := filepath.Join(dir, "garbage.db")
+	if err := os.WriteFile(garbage, []byte(strings.Repeat("not a bolt file ", 1000)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name, dsn string
+		want      error
+		mention   string
+	}{
+		{"empty", "", kv.ErrDriverConfiguration, "empty DSN"},
+		{"directory", dir, kv.ErrDriverConfiguration, "is a directory"},
+		{"parent is a file", filepath.Join(notDir, "kv.db"), kv.ErrSetupFailed, notDir},
+		{"not a bolt file", garbage, kv.ErrSetupFailed, garbage},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s, err := local.Open(ctx(t), c.dsn)
+			if err == nil {
+				s.Close()
+				t.Fatal("opened")
+			}
+			if !errors.Is(err, c.want) || !strings.Contains(err.Error(), c.mention) {
+				t.Fatalf("got %v, want %v mentioning %q", err, c.want, c.mention)
+			}
+		})
+	}
+}
