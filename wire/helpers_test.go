@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"regexp"
 	"strconv"
@@ -24,6 +25,13 @@ func TestMain(m *testing.M) {
 	)
 }
 
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
 type proxy struct {
 	srv  *Server
 	addr string
@@ -32,7 +40,8 @@ type proxy struct {
 // startProxy serves cfg with router on a loopback port until the test ends.
 func startProxy(t testing.TB, cfg Config, router Router) *proxy {
 	t.Helper()
-	srv, err := NewServer(cfg, router, nil)
+	logger := slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	srv, err := NewServer(cfg, router, logger)
 	if err != nil {
 		t.Fatalf("NewServer: %v", err)
 	}

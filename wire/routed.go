@@ -279,7 +279,7 @@ func (s *Session) handle(typ byte, body []byte) error {
 	case 'S':
 		return s.sync()
 	case 'H':
-		if err := s.drain(true); err != nil {
+		if skip, err := s.syncPoint(); skip || err != nil {
 			return err
 		}
 		return s.cw.Flush()
@@ -356,12 +356,22 @@ func (s *Session) split(sql string) ([]string, error) {
 	return parts, nil
 }
 
+// syncPoint relays outstanding upstream responses before a local response.
+// skip reports that one of them was an error: the current message is then
+// discarded, as everything up to Sync.
+func (s *Session) syncPoint() (skip bool, err error) {
+	if err := s.drain(true); err != nil {
+		return true, err
+	}
+	return s.rt.aborted, nil
+}
+
 // localError reports a statement failure produced by the proxy: the client
 // gets the error, the pipeline discards until Sync, and an open transaction
 // becomes failed.
 func (s *Session) localError(err error) error {
-	if err := s.drain(true); err != nil {
-		return err
+	if skip, derr := s.syncPoint(); skip || derr != nil {
+		return derr
 	}
 	if err := s.buffer(errorResponse(err)); err != nil {
 		return err
@@ -454,7 +464,7 @@ func (s *Session) setUpTx(body []byte) {
 
 func (s *Session) simpleQuery(sql string) error {
 	rt := s.rt
-	if err := s.drain(true); err != nil {
+	if skip, err := s.syncPoint(); skip || err != nil {
 		return err
 	}
 	delete(rt.portals, "")
@@ -758,7 +768,7 @@ func (s *Session) parse(body []byte) error {
 		}
 		st.desc = &desc
 		rt.stmts[msg.Name] = st
-		if err := s.drain(true); err != nil {
+		if skip, err := s.syncPoint(); skip || err != nil {
 			return err
 		}
 		return s.buffer(&pgproto3.ParseComplete{})
@@ -834,10 +844,10 @@ func (s *Session) bind(body []byte) error {
 	}
 	p := &portal{st: st, local: true, params: bindParams(&msg, st.desc.ParamOIDs, rt.m),
 		formats: resultFormats(msg.ResultFormatCodes, nc)}
-	rt.portals[name] = p
-	if err := s.drain(true); err != nil {
+	if skip, err := s.syncPoint(); skip || err != nil {
 		return err
 	}
+	rt.portals[name] = p
 	return s.buffer(&pgproto3.BindComplete{})
 }
 
@@ -874,7 +884,7 @@ func (s *Session) describe(body []byte) error {
 	case 'S':
 		st := rt.stmts[name]
 		if st != nil && st.desc != nil {
-			if err := s.drain(true); err != nil {
+			if skip, err := s.syncPoint(); skip || err != nil {
 				return err
 			}
 			if err := s.buffer(&pgproto3.ParameterDescription{ParameterOIDs: st.desc.ParamOIDs}); err != nil {
@@ -892,7 +902,7 @@ func (s *Session) describe(body []byte) error {
 	case 'P':
 		p := rt.portals[name]
 		if p != nil && p.local {
-			if err := s.drain(true); err != nil {
+			if skip, err := s.syncPoint(); skip || err != nil {
 				return err
 			}
 			if p.st.desc.Columns == nil {
@@ -941,7 +951,7 @@ func (s *Session) execute(body []byte) error {
 		}
 		return nil
 	}
-	if err := s.drain(true); err != nil {
+	if skip, err := s.syncPoint(); skip || err != nil {
 		return err
 	}
 	ls := p.st.h.(localHandler).s
@@ -1019,7 +1029,7 @@ func (s *Session) closeMsg(body []byte) error {
 		return fmt.Errorf("%w: Close target %q", ErrBadMessage, body[0])
 	}
 	if local || s.up == nil {
-		if err := s.drain(true); err != nil {
+		if skip, err := s.syncPoint(); skip || err != nil {
 			return err
 		}
 		return s.buffer(&pgproto3.CloseComplete{})
