@@ -1,6 +1,7 @@
 package legacy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"regexp"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgconn"
+	"github.com/jackc/pgx/v4/pgxpool"
 )
 
 var (
@@ -906,5 +908,61 @@ func TestBranchLocker(t *testing.T) {
 	}
 	if l1 == nil || l1.Args[0] != key || l1.Tag != "SELECT 1" || l1.SQL != SQLL1 {
 		t.Fatalf("L1 outcome %v", l1)
+	}
+}
+
+// What actually reached the server: every statement text prepared on the
+// client's connections (pg_prepared_statements keeps the raw text, with
+// its newlines and tabs) is one of the table's constants.
+func TestPreparedTextsOnTheWire(t *testing.T) {
+	ctx := testCtx(t)
+	dsn := freshDB(t)
+	c := newClient(t, dsn, withPools(1, 1), withPageSize(4))
+	w := NewWorkload(c, nil, WorkloadConfig{Seed: 11, Name: "w", Global: true})
+	check(t, w.Run(ctx, 400))
+	known := map[string]bool{}
+	for _, s := range Statements() {
+		known[s.SQL] = true
+	}
+	for _, first := range []bool{true, false} {
+		known[C5SQL(first, 4)] = true
+		known[C6SQL(first, 4)] = true
+	}
+	for _, tbl := range DiagnosticsTables() {
+		known[DiagCountSQL(tbl)] = true
+	}
+	seen := map[string]bool{}
+	for _, pool := range []interface {
+		Acquire(context.Context) (*pgxpool.Conn, error)
+	}{c.DB, c.LockDB} {
+		conn, err := pool.Acquire(ctx)
+		check(t, err)
+		rows, err := conn.Query(ctx, `SELECT name, statement FROM pg_prepared_statements`)
+		check(t, err)
+		for rows.Next() {
+			var name, sql string
+			check(t, rows.Scan(&name, &sql))
+			if sql == `SELECT name, statement FROM pg_prepared_statements` {
+				continue
+			}
+			if !strings.HasPrefix(name, "lrupsc_") {
+				t.Errorf("statement %q prepared as %q", sql, name)
+			}
+			if !known[sql] && !strings.HasPrefix(sql, sqlC7Head) {
+				t.Errorf("unknown text on the wire: %q", sql)
+			}
+			seen[sql] = true
+		}
+		check(t, rows.Err())
+		rows.Close()
+		conn.Release()
+	}
+	if len(seen) < 30 {
+		t.Fatalf("only %d distinct statements prepared", len(seen))
+	}
+	for _, want := range []string{SQLB5First, SQLS2, SQLS3, SQLC3, SQLL1, SQLL2} {
+		if !seen[want] {
+			t.Errorf("raw text %q never prepared", want)
+		}
 	}
 }
