@@ -10,12 +10,34 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rs/xid"
 	"github.com/spf13/cobra"
 
 	"github.com/kvproxy/kvproxy/kv"
 	"github.com/kvproxy/kvproxy/kv/drivers"
+	"github.com/kvproxy/kvproxy/kv/kvlock"
 	"github.com/kvproxy/kvproxy/metrics"
+	"github.com/kvproxy/kvproxy/refstore"
+	"github.com/kvproxy/kvproxy/shadow"
+	"github.com/kvproxy/kvproxy/shadow/control"
+	"github.com/kvproxy/kvproxy/translate"
+	"github.com/kvproxy/kvproxy/wire"
 )
+
+// instanceName identifies this process among proxy instances.
+func instanceName() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), xid.New().String()[12:])
+}
+
+// connObserver feeds the wire layer's connection events into metrics.
+type connObserver struct{ m *metrics.Metrics }
+
+func (o connObserver) ClientConnOpened()   { o.m.ClientConnections.Inc() }
+func (o connObserver) ClientConnClosed()   { o.m.ClientConnections.Dec() }
+func (o connObserver) ClientConnRejected(string) {}
+func (o connObserver) UpstreamConnOpened() { o.m.UpstreamConnections.Inc() }
+func (o connObserver) UpstreamConnClosed() { o.m.UpstreamConnections.Dec() }
 
 func newServeCmd() *cobra.Command {
 	return &cobra.Command{
@@ -44,24 +66,78 @@ no upstream (phase kv-only).`,
 			defer store.Close()
 			log.Info("KV store open", "driver", cfg.KV.Driver)
 
+			rs, err := refstore.New(ctx, store, refstore.Options{})
+			if err != nil {
+				return fmt.Errorf("initialise the ref store in the KV store: %w", err)
+			}
+			instanceID := instanceName()
+			ctl := control.NewStore(store, nil)
+			rec, err := ctl.Init(ctx, cfg.Phase, instanceID)
+			if err != nil {
+				return fmt.Errorf("read the phase record: %w", err)
+			}
+			if rec.Phase != control.KVOnly && cfg.Upstream == "" {
+				return fmt.Errorf("the stored phase is %s, which needs an upstream PostgreSQL: set upstream (--upstream, KVPROXY_UPSTREAM)", rec.Phase)
+			}
+			follower := control.NewFollower(ctl, control.FollowerOptions{ID: instanceID, Addr: cfg.Listen})
+			if _, err := follower.Sync(ctx); err != nil {
+				return err
+			}
 			reg := metrics.NewRegistry()
+			m := metrics.New(reg)
+			follower.OnChange(func(r control.PhaseRecord) {
+				m.SetPhase(r.Phase, r.Epoch, control.Phases)
+				log.Info("phase", "phase", r.Phase, "epoch", r.Epoch)
+			})
+			m.SetPhase(rec.Phase, rec.Epoch, control.Phases)
+			bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+			defer stopBG()
+			go follower.Run(bg, func(err error) { log.Warn("phase record", "err", err) })
+			locks := kvlock.NewManager(store, kvlock.Options{})
+			go locks.Run(bg)
+
+			router := shadow.NewRouter(shadow.RouterOptions{
+				Translator:  translate.New(translate.Options{}),
+				RefStore:    rs,
+				Locks:       locks,
+				InstanceID:  instanceID,
+				Phase:       func() string { v, _ := follower.View(); return v.Phase },
+				HasUpstream: cfg.Upstream != "",
+				Metrics:     m,
+				Log:         log,
+			})
+			srv, err := wire.NewServer(wire.Config{Listen: cfg.Listen, UpstreamDSN: cfg.Upstream, Observer: connObserver{m}}, router, log)
+			if err != nil {
+				return err
+			}
+			ln, err := net.Listen("tcp", cfg.Listen)
+			if err != nil {
+				return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+			}
 			admin := metrics.NewAdmin(reg, log, metrics.ReadinessCheck{Name: "kv", Check: func(ctx context.Context) error {
-				_, err := store.Get(ctx, []byte("kvproxy"), []byte("readyz"))
+				_, err := store.Get(ctx, []byte("_kvproxy"), []byte("readyz"))
 				if errors.Is(err, kv.ErrNotFound) {
 					return nil
 				}
 				return err
+			}}, metrics.ReadinessCheck{Name: "phase", Check: func(context.Context) error {
+				if _, fresh := follower.View(); !fresh {
+					return errors.New("the phase record has not been re-read within its lease")
+				}
+				return nil
 			}})
 			errc := make(chan error, 2)
 			if cfg.Admin.Listen != "" {
 				l, err := net.Listen("tcp", cfg.Admin.Listen)
 				if err != nil {
+					ln.Close()
 					return fmt.Errorf("admin.listen %s: %w", cfg.Admin.Listen, err)
 				}
 				log.Info("admin server listening", "addr", l.Addr().String())
 				go func() { errc <- admin.Serve(l) }()
 			}
-			log.Info("kvproxy ready", "listen", cfg.Listen, "phase", cfg.Phase, "upstream", cfg.Upstream != "")
+			go func() { errc <- srv.Serve(ctx, ln) }()
+			log.Info("kvproxy ready", "listen", ln.Addr().String(), "phase", rec.Phase, "epoch", rec.Epoch, "upstream", cfg.Upstream != "", "instance", instanceID)
 
 			select {
 			case <-ctx.Done():
@@ -71,9 +147,14 @@ no upstream (phase kv-only).`,
 				}
 			}
 			log.Info("shutting down")
-			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			return admin.Shutdown(sctx)
+			err = srv.Shutdown(sctx)
+			_ = admin.Shutdown(sctx)
+			dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer dcancel()
+			_ = follower.Deregister(dctx)
+			return err
 		},
 	}
 }

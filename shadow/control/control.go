@@ -29,6 +29,9 @@ const (
 	KVOnly      = "kv-only"
 )
 
+// Phases lists the phases in migration order.
+var Phases = []string{Passthrough, DualWrite, KVPrimary, KVOnly}
+
 var (
 	// ErrStale means this instance cannot vouch for the current phase: its
 	// lease expired or the stored epoch moved on. Ref-store writes must be

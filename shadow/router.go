@@ -1,0 +1,487 @@
+package shadow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/kvproxy/kvproxy/kv/kvlock"
+	"github.com/kvproxy/kvproxy/metrics"
+	"github.com/kvproxy/kvproxy/refstore"
+	"github.com/kvproxy/kvproxy/shadow/control"
+	"github.com/kvproxy/kvproxy/translate"
+	"github.com/kvproxy/kvproxy/wire"
+)
+
+// RouterOptions configure a Router.
+type RouterOptions struct {
+	Translator *translate.Translator
+	RefStore   *refstore.Store
+	Locks      *kvlock.Manager
+	// InstanceID names this proxy process in lock holders and logs.
+	InstanceID string
+	// Phase returns the phase in force. Required.
+	Phase func() string
+	// HasUpstream says whether statements can be forwarded.
+	HasUpstream bool
+	// AutocommitRetries bounds how often a single autocommit statement that
+	// lost an optimistic race is re-run before 40001 reaches the client.
+	// Default 8. Statements inside an explicit transaction are never re-run:
+	// the client's own retry loop owns that.
+	AutocommitRetries int
+	Metrics           *metrics.Metrics
+	Log               *slog.Logger
+}
+
+// Router is the wire.Router of kvproxy.
+type Router struct {
+	opt RouterOptions
+}
+
+// NewRouter returns a Router.
+func NewRouter(opt RouterOptions) *Router {
+	if opt.AutocommitRetries <= 0 {
+		opt.AutocommitRetries = 8
+	}
+	if opt.Log == nil {
+		opt.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Router{opt: opt}
+}
+
+var (
+	_ wire.Router        = (*Router)(nil)
+	_ wire.SessionOpener = (*Router)(nil)
+	_ wire.Passthrough   = (*Router)(nil)
+)
+
+// Passthrough makes sessions that start in phase passthrough pure relays,
+// the fast path of the wire layer.
+func (r *Router) Passthrough(*wire.Session) bool { return r.opt.Phase() == control.Passthrough }
+
+// session is the state of one client session answered from KV.
+type session struct {
+	tsess    *translate.Session
+	holder   string
+	tx       *refstore.Txn // open explicit transaction, or nil
+	inTx     bool
+	failed   bool
+	readOnly bool
+	locks    []*kvlock.Lease
+}
+
+// OpenSession attaches the session state and releases its locks however the
+// session ends.
+func (r *Router) OpenSession(ctx context.Context, sess *wire.Session) error {
+	ts, err := translate.NewSession(sess.ParameterStatus("TimeZone"), sess.ParameterStatus("DateStyle"))
+	if err != nil {
+		ts = translate.UTC
+	}
+	st := &session{tsess: ts, holder: r.opt.InstanceID + "/" + strconv.FormatUint(uint64(sess.ID()), 10)}
+	sess.SetState(st)
+	sess.OnClose(func(ctx context.Context) { r.endTx(ctx, st) })
+	return nil
+}
+
+func state(sess *wire.Session) *session {
+	if st, ok := sess.State().(*session); ok {
+		return st
+	}
+	// OpenSession always runs first; this keeps a misuse from panicking.
+	st := &session{tsess: translate.UTC, holder: "unknown"}
+	sess.SetState(st)
+	return st
+}
+
+// Route decides who answers sql.
+func (r *Router) Route(ctx context.Context, sess *wire.Session, sql string) (wire.Handler, error) {
+	phase := r.opt.Phase()
+	if phase == control.Passthrough {
+		return wire.Forward(), nil
+	}
+	p, err := r.opt.Translator.Plan(sql)
+	if err != nil {
+		if r.opt.HasUpstream {
+			return wire.Forward(), nil // let PostgreSQL report it exactly
+		}
+		return wire.Local(errStatement{err: pgError(err)}), nil
+	}
+	if phase != control.KVOnly {
+		// dual-write and kv-primary routing lands with the dual-write issue;
+		// until then those phases leave PostgreSQL authoritative.
+		return wire.Forward(), nil
+	}
+	switch p.Kind {
+	case translate.Passthrough:
+		if r.opt.HasUpstream {
+			return wire.Forward(), nil
+		}
+		return wire.Local(errStatement{err: wire.Errorf("0A000",
+			"kvproxy has no upstream PostgreSQL, so it answers only ref-store statements; cannot run: %s", short(sql))}), nil
+	case translate.Unsupported:
+		if r.opt.Metrics != nil {
+			r.opt.Metrics.UnsupportedStatements.Inc()
+		}
+		r.opt.Log.Warn("unsupported ref-store statement", "sql", short(sql))
+		return wire.Local(errStatement{err: pgError(p.Err)}), nil
+	case translate.Utility:
+		switch p.Shape {
+		case translate.EmptyQuery, translate.Deallocate, translate.DeallocateAll, translate.DiagCountRefTable:
+			// Answered here: the ref-store tables are in KV now.
+		default:
+			if r.opt.HasUpstream {
+				return wire.Forward(), nil
+			}
+		}
+	}
+	return wire.Local(&kvStatement{r: r, p: p}), nil
+}
+
+func short(sql string) string {
+	if len(sql) > 200 {
+		return sql[:200] + "..."
+	}
+	return sql
+}
+
+// errStatement answers every execution with one error.
+type errStatement struct{ err error }
+
+func (e errStatement) Describe(context.Context, *wire.Session, []uint32) (wire.Description, error) {
+	return wire.Description{}, e.err
+}
+
+func (e errStatement) Execute(context.Context, *wire.Session, wire.Params, *wire.RowWriter) (string, error) {
+	return "", e.err
+}
+
+// kvStatement is a statement answered from the KV ref store.
+type kvStatement struct {
+	r *Router
+	p *translate.Plan
+}
+
+func (k *kvStatement) Describe(_ context.Context, _ *wire.Session, paramOIDs []uint32) (wire.Description, error) {
+	if err := k.p.CheckParamTypes(paramOIDs); err != nil {
+		return wire.Description{}, pgError(err)
+	}
+	d := wire.Description{ParamOIDs: k.p.ParamOIDs}
+	if d.ParamOIDs == nil {
+		d.ParamOIDs = []uint32{}
+	}
+	if k.p.Fields != nil {
+		d.Columns = make([]wire.Column, len(k.p.Fields))
+		for i, f := range k.p.Fields {
+			d.Columns[i] = wire.Column{Name: f.Name, TypeOID: f.TypeOID, TypeSize: f.TypeSize, TypeModifier: f.TypeMod,
+				TableOID: f.TableOID, AttrNumber: uint16(f.AttrNum)}
+		}
+	}
+	return d, nil
+}
+
+func (k *kvStatement) Execute(ctx context.Context, sess *wire.Session, params wire.Params, w *wire.RowWriter) (string, error) {
+	start := time.Now()
+	tag, err := k.execute(ctx, sess, params, w)
+	if m := k.r.opt.Metrics; m != nil {
+		outcome := "ok"
+		var pe *pgconn.PgError
+		switch {
+		case errors.As(err, &pe) && pe.Code == "40001":
+			outcome = "conflict"
+		case err != nil:
+			outcome = "error"
+		}
+		m.Statements.WithLabelValues(k.p.Shape.String(), "kv", outcome).Inc()
+		m.StatementSeconds.WithLabelValues("kv").Observe(time.Since(start).Seconds())
+	}
+	return tag, err
+}
+
+func (k *kvStatement) execute(ctx context.Context, sess *wire.Session, params wire.Params, w *wire.RowWriter) (string, error) {
+	r, p, st := k.r, k.p, state(sess)
+	if p.Kind == translate.Transaction {
+		return r.transaction(ctx, sess, st, p)
+	}
+	if st.failed {
+		return "", wire.Errorf("25P02", "current transaction is aborted, commands ignored until end of transaction block")
+	}
+	tag, err := r.statement(ctx, st, p, params, w)
+	if err != nil && st.inTx {
+		st.failed = true
+	}
+	return tag, err
+}
+
+func (r *Router) transaction(ctx context.Context, sess *wire.Session, st *session, p *translate.Plan) (string, error) {
+	switch p.Shape {
+	case translate.TxBegin, translate.TxStart:
+		if !st.inTx { // BEGIN inside a transaction only warns in PostgreSQL
+			st.inTx, st.failed, st.readOnly = true, false, p.Tx.ReadOnly
+			st.tx = r.opt.RefStore.Begin()
+			sess.SetTxStatus('T')
+		}
+		return p.Command(), nil
+	case translate.TxCommit:
+		if !st.inTx {
+			return "COMMIT", nil
+		}
+		tx, failed, readOnly := st.tx, st.failed, st.readOnly
+		st.tx = nil
+		defer func() {
+			r.endTx(ctx, st)
+			sess.SetTxStatus('I')
+		}()
+		if failed {
+			tx.Rollback()
+			return "ROLLBACK", nil
+		}
+		if readOnly {
+			// Reads of a read-only transaction are not re-validated: it
+			// wrote nothing, and every read was current when it ran.
+			tx.Rollback()
+			return "COMMIT", nil
+		}
+		if err := tx.Commit(ctx); err != nil {
+			return "", pgError(translateErr(err))
+		}
+		return "COMMIT", nil
+	case translate.TxRollback:
+		r.endTx(ctx, st)
+		sess.SetTxStatus('I')
+		return "ROLLBACK", nil
+	}
+	return "", wire.Errorf("XX000", "unexpected transaction statement %s", p.Shape)
+}
+
+// endTx discards the open transaction and releases its locks.
+func (r *Router) endTx(ctx context.Context, st *session) {
+	if st.tx != nil {
+		st.tx.Rollback()
+	}
+	st.tx, st.inTx, st.failed, st.readOnly = nil, false, false, false
+	r.releaseLocks(ctx, st)
+}
+
+func (r *Router) releaseLocks(ctx context.Context, st *session) {
+	for _, l := range st.locks {
+		// Release with a fresh context: the session's may be cancelled
+		// (client gone), and a lock left behind blocks others until its
+		// lease expires.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		if err := l.Release(rctx); err != nil && !errors.Is(err, kvlock.ErrLeaseLost) {
+			r.opt.Log.Warn("release advisory lock", "holder", st.holder, "err", err)
+		}
+		cancel()
+	}
+	st.locks = nil
+}
+
+func (r *Router) statement(ctx context.Context, st *session, p *translate.Plan, params wire.Params, w *wire.RowWriter) (string, error) {
+	vals, err := p.DecodeParams(st.tsess, "", params.Formats, params.Values)
+	if err != nil {
+		return "", pgError(err)
+	}
+	args, err := p.SlotValues(st.tsess, vals)
+	if err != nil {
+		return "", pgError(err)
+	}
+	switch p.Kind {
+	case translate.Utility:
+		return r.utility(ctx, st, p, w)
+	case translate.RefStore:
+	default:
+		return "", wire.Errorf("XX000", "unexpected %s statement %s", p.Kind, p.Shape)
+	}
+	if p.Shape == translate.L1 || p.Shape == translate.L2 {
+		return r.advisoryLock(ctx, st, p, args, w)
+	}
+	write := p.Fields == nil
+	if write && st.inTx && st.readOnly {
+		return "", wire.Errorf("25006", "cannot execute %s in a read-only transaction", p.Command())
+	}
+	if st.inTx {
+		res, err := translate.Exec(ctx, r.opt.RefStore, st.tx, p, args)
+		if err != nil {
+			return "", pgError(err)
+		}
+		return r.writeResult(st, p, res, w)
+	}
+	// Autocommit: one transaction per statement. Being a single statement,
+	// it can be re-run safely when it loses a race.
+	for attempt := 1; ; attempt++ {
+		tx := r.opt.RefStore.Begin()
+		res, err := translate.Exec(ctx, r.opt.RefStore, tx, p, args)
+		if err == nil && write {
+			err = translateErr(tx.Commit(ctx))
+		} else {
+			tx.Rollback()
+		}
+		if err == nil {
+			return r.writeResult(st, p, res, w)
+		}
+		var te *translate.Error
+		if attempt < r.opt.AutocommitRetries && errors.As(err, &te) && te.Code == "40001" {
+			continue
+		}
+		return "", pgError(err)
+	}
+}
+
+func (r *Router) writeResult(st *session, p *translate.Plan, res *translate.Result, w *wire.RowWriter) (string, error) {
+	var dst [][]byte
+	var buf []byte
+	for _, row := range res.Rows {
+		var err error
+		dst, buf, err = p.EncodeRow(st.tsess, w.Formats(), row, dst[:0], buf[:0])
+		if err != nil {
+			return "", pgError(err)
+		}
+		if err := w.WriteRawRow(dst); err != nil {
+			return "", err
+		}
+	}
+	return res.Tag(p), nil
+}
+
+// advisoryLock is L1/L2: a transaction-scoped shared or exclusive lock,
+// kept in the KV store so that every proxy instance sees it. Outside an
+// explicit transaction it is released at once, as PostgreSQL releases an
+// xact lock at the end of the implicit transaction.
+func (r *Router) advisoryLock(ctx context.Context, st *session, p *translate.Plan, args []translate.Value, w *wire.RowWriter) (string, error) {
+	if r.opt.Locks == nil {
+		return "", wire.Errorf("0A000", "advisory locks need a lock manager")
+	}
+	if args[0].Null {
+		// pg_advisory_xact_lock is strict: NULL in, NULL out, no lock.
+		return r.writeResult(st, p, &translate.Result{Rows: [][]translate.Value{{translate.NullValue(p.Fields[0].TypeOID)}}}, w)
+	}
+	mode := kvlock.Shared
+	if p.Shape == translate.L2 {
+		mode = kvlock.Exclusive
+	}
+	key := strconv.AppendInt([]byte("advisory/"), args[0].Int, 10)
+	l, err := r.opt.Locks.Acquire(ctx, key, mode, st.holder)
+	if err != nil {
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return "", wire.Errorf("57014", "canceling statement due to user request")
+		}
+		return "", wire.Errorf("XX000", "advisory lock: %v", err)
+	}
+	if st.inTx {
+		st.locks = append(st.locks, l)
+	} else if err := l.Release(context.WithoutCancel(ctx)); err != nil && !errors.Is(err, kvlock.ErrLeaseLost) {
+		r.opt.Log.Warn("release advisory lock", "holder", st.holder, "err", err)
+	}
+	return r.writeResult(st, p, &translate.Result{Rows: [][]translate.Value{{translate.VoidValue()}}}, w)
+}
+
+// utility answers the statements that are neither ref-store nor
+// transaction control when there is no upstream to forward them to.
+func (r *Router) utility(ctx context.Context, st *session, p *translate.Plan, w *wire.RowWriter) (string, error) {
+	switch p.Shape {
+	case translate.EmptyQuery:
+		return "", nil
+	case translate.Deallocate, translate.DeallocateAll:
+		return p.Command(), nil
+	case translate.DiagCountRefTable:
+		n, err := r.countRefTable(ctx, p.Table)
+		if err != nil {
+			return "", pgError(translateErr(err))
+		}
+		return r.writeResult(st, p, &translate.Result{Rows: [][]translate.Value{{translate.Int8Value(n)}}}, w)
+	case translate.DiagVersion:
+		return r.writeResult(st, p, &translate.Result{Rows: [][]translate.Value{{translate.TextValue("PostgreSQL 15 (kvproxy, no upstream)")}}}, w)
+	}
+	return "", wire.Errorf("42P01", "relation %q does not exist (kvproxy has no upstream PostgreSQL)", p.Table)
+}
+
+// countRefTable answers the diagnostics collector's SELECT COUNT(*) FROM
+// graveler_* from KV. Staged entries are counted for the tokens that
+// branches reference: KV cannot enumerate staging partitions, so rows that
+// PostgreSQL keeps for deleted branches (orphans) are not counted.
+func (r *Router) countRefTable(ctx context.Context, table string) (int64, error) {
+	rs := r.opt.RefStore
+	repos, err := rs.ListRepositories(ctx, "", false, 0)
+	if err != nil {
+		return 0, err
+	}
+	if table == "graveler_repositories" {
+		return int64(len(repos)), nil
+	}
+	var n int64
+	for _, repo := range repos {
+		switch table {
+		case "graveler_commits":
+			cs, err := rs.ListCommits(ctx, repo.ID, "", false, 0)
+			if err != nil {
+				return 0, err
+			}
+			n += int64(len(cs))
+		case "graveler_tags":
+			ts, err := rs.ListTags(ctx, repo.ID, "", false, 0)
+			if err != nil {
+				return 0, err
+			}
+			n += int64(len(ts))
+		case "graveler_branches", "graveler_staging_kv":
+			bs, err := rs.ListBranches(ctx, repo.ID, "", false, 0)
+			if err != nil {
+				return 0, err
+			}
+			if table == "graveler_branches" {
+				n += int64(len(bs))
+				continue
+			}
+			for _, b := range bs {
+				if b.StagingToken == nil {
+					continue
+				}
+				staged, err := rs.ListStaged(ctx, *b.StagingToken, nil, 0)
+				if err != nil {
+					return 0, err
+				}
+				n += int64(len(staged))
+			}
+		default:
+			return 0, fmt.Errorf("no count for table %s", table)
+		}
+	}
+	return n, nil
+}
+
+// translateErr gives refstore commit outcomes their SQLSTATE.
+func translateErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	var te *translate.Error
+	if errors.As(err, &te) {
+		return err
+	}
+	if errors.Is(err, refstore.ErrConflict) {
+		return &translate.Error{Code: "40001", Message: "could not serialize access due to concurrent update", Err: err}
+	}
+	return &translate.Error{Code: "XX000", Message: fmt.Sprintf("ref store: %v", err), Err: err}
+}
+
+// pgError converts an error to what the wire layer sends: a *pgconn.PgError
+// with the right SQLSTATE.
+func pgError(err error) error {
+	if err == nil {
+		return nil
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe
+	}
+	var te *translate.Error
+	if errors.As(err, &te) {
+		return &pgconn.PgError{Severity: "ERROR", Code: te.Code, Message: te.Error(), Detail: te.Detail}
+	}
+	return &pgconn.PgError{Severity: "ERROR", Code: "XX000", Message: err.Error()}
+}

@@ -1,0 +1,58 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/kvproxy/kvproxy/internal/testenv"
+)
+
+// legacyDB returns a fresh database with the legacy ref-store schema.
+func legacyDB(t *testing.T) string {
+	t.Helper()
+	dsn := testenv.PostgresDB(t)
+	schema, err := os.ReadFile(filepath.Join(testenv.RepoRoot(t), "tests", "legacy", "schema.sql"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, string(schema)); err != nil {
+		t.Fatalf("load legacy schema: %v", err)
+	}
+	return dsn
+}
+
+// kvStore is how one KV driver is given to a kvproxy process.
+type kvStore struct {
+	driver string
+	dsn    func(t *testing.T) string
+}
+
+// kvStores are the drivers a kvproxy process can run on in tests.
+func kvStores() []kvStore {
+	return []kvStore{
+		{"mem", func(*testing.T) string { return "" }},
+		{"local", func(t *testing.T) string { return filepath.Join(t.TempDir(), "kv.db") }},
+		{"postgres", func(t *testing.T) string { return testenv.PostgresDB(t) }},
+		{"dynamodb", func(t *testing.T) string {
+			return "dynamodb://?endpoint=" + testenv.DynamoDBEndpoint(t) + "&region=us-east-1&table=" + testenv.DynamoDBTable(t) + "&create_table=true"
+		}},
+	}
+}
+
+func testCtx(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
