@@ -16,6 +16,8 @@ func (s *Session) runRelay() error {
 	upErr := make(chan error, 1)
 	go func() { upErr <- s.relayUpstream() }()
 	err := s.relayClient()
+	// From here on an upstream read error is expected, not news for the client.
+	s.terminating.Store(true)
 	if errors.Is(err, errTerminated) || errors.Is(err, errShutdown) {
 		// Upstream ends its side after Terminate; wait for the last bytes.
 		_ = s.up.conn.SetReadDeadline(time.Now().Add(fatalWriteWait))
@@ -57,6 +59,20 @@ func (s *Session) relayClient() error {
 		}
 		if !frontendTypes[typ] || typ == 'p' {
 			return fmt.Errorf("%w: invalid frontend message type %d", ErrBadMessage, typ)
+		}
+		if typ == 'Q' && n < r.Size() {
+			// The only body the relay checks: PostgreSQL reports an
+			// unterminated query string but keeps the connection.
+			body, err := r.Peek(n)
+			if err != nil {
+				if errors.Is(err, io.EOF) {
+					err = io.ErrUnexpectedEOF
+				}
+				return err
+			}
+			if n == 0 || body[n-1] != 0 {
+				return fmt.Errorf("%w: invalid string in message", ErrBadMessage)
+			}
 		}
 		switch typ {
 		case 'Q', 'S', 'F':

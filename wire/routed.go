@@ -121,6 +121,9 @@ func (s *Session) runRouted() error {
 		if err != nil {
 			return err
 		}
+		if !frontendTypes[typ] || typ == 'p' {
+			return fmt.Errorf("%w: invalid frontend message type %d", ErrBadMessage, typ)
+		}
 		body, err := readBody(s.cr, rt.body, n)
 		if err != nil {
 			return err
@@ -796,6 +799,10 @@ func (s *Session) bind(body []byte) error {
 	if !ok || !ok2 {
 		return fmt.Errorf("%w: Bind", ErrBadMessage)
 	}
+	var msg pgproto3.Bind
+	if err := msg.Decode(body); err != nil {
+		return fmt.Errorf("%w: Bind: %w", ErrBadMessage, err)
+	}
 	st := rt.stmts[stmtName]
 	if st == nil || st.h.handlerKind() != kindLocal {
 		if s.up == nil {
@@ -803,10 +810,6 @@ func (s *Session) bind(body []byte) error {
 		}
 		p := &portal{st: st}
 		if st != nil && st.h.handlerKind() == kindInspect {
-			var msg pgproto3.Bind
-			if err := msg.Decode(body); err != nil {
-				return fmt.Errorf("%w: Bind: %w", ErrBadMessage, err)
-			}
 			p.params = bindParams(&msg, st.oids, rt.m)
 			p.rawFmts = msg.ResultFormatCodes
 			p.fields = st.fields
@@ -816,10 +819,6 @@ func (s *Session) bind(body []byte) error {
 		}
 		rt.portals[name] = p
 		return s.forwardExt('B', body, slot{kind: 'B', portal: p})
-	}
-	var msg pgproto3.Bind
-	if err := msg.Decode(body); err != nil {
-		return fmt.Errorf("%w: Bind: %w", ErrBadMessage, err)
 	}
 	np := len(st.desc.ParamOIDs)
 	if len(msg.Parameters) != np {
