@@ -29,6 +29,11 @@ type WorkloadConfig struct {
 	// Global enables operations whose result depends on other clients
 	// (list repositories, diagnostics); harmless, off for sharper diffs.
 	Global bool
+	// Tolerant keeps going after an unexpected outcome (a failed statement
+	// during a migration switch, a dropped connection): the entities it
+	// touched are marked uncertain in the ledger and skipped by Verify, the
+	// failure is counted (Failures) instead of being a ledger problem.
+	Tolerant bool
 }
 
 // Workload runs a seeded random sequence of lakeFS flows on one Client,
@@ -44,7 +49,12 @@ type Workload struct {
 	repos  []*wlRepo
 	stats  map[string]int
 	shared *wlRepo
+	// failures are unexpected outcomes tolerated in Tolerant mode.
+	failures []error
 }
+
+// Failures returns the unexpected outcomes tolerated so far.
+func (w *Workload) Failures() []error { return append([]error(nil), w.failures...) }
 
 type wlRepo struct {
 	id, ns, def string
@@ -205,7 +215,16 @@ func (w *Workload) Run(ctx context.Context, n int) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return err
+			if !w.cfg.Tolerant {
+				return err
+			}
+			w.failures = append(w.failures, err)
+			// Do not spin against a server that is down.
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(10 * time.Millisecond):
+			}
 		}
 	}
 	return nil
@@ -289,7 +308,7 @@ func (w *Workload) uncertain(repo, branch string, err error) error {
 	} else {
 		w.l.RepoUncertain(repo)
 	}
-	if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+	if !w.cfg.Tolerant && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 		w.l.Problem("%s: %v", w.cfg.Name, err)
 	}
 	return err
@@ -746,6 +765,9 @@ type RunConfig struct {
 	SharedRepo bool
 	// Record gives each client a Recorder (memory grows with the run).
 	Record bool
+	// Tolerant: see WorkloadConfig.Tolerant. Use it while switching
+	// migration phases under load; RunResult.Failures lists what failed.
+	Tolerant bool
 }
 
 // RunResult is what RunConcurrent returns.
@@ -755,6 +777,7 @@ type RunResult struct {
 	Total     int
 	Elapsed   time.Duration
 	Recorders []*Recorder // per client when Record is set
+	Failures  []error     // tolerated unexpected outcomes (Tolerant)
 }
 
 // RunConcurrent runs Clients workloads in parallel against one DSN, each
@@ -822,7 +845,7 @@ func RunConcurrent(ctx context.Context, cfg RunConfig) (*RunResult, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			w := NewWorkload(c, ledger, WorkloadConfig{Seed: cfg.Seed + int64(i), Name: fmt.Sprintf("c%d", i), SharedRepo: sharedID})
+			w := NewWorkload(c, ledger, WorkloadConfig{Seed: cfg.Seed + int64(i), Name: fmt.Sprintf("c%d", i), SharedRepo: sharedID, Tolerant: cfg.Tolerant})
 			err := w.Setup(ctx)
 			if err == nil {
 				err = w.Run(ctx, cfg.Steps)
@@ -832,6 +855,9 @@ func RunConcurrent(ctx context.Context, cfg RunConfig) (*RunResult, error) {
 			for k, v := range w.Stats() {
 				res.Steps[k] += v
 				res.Total += v
+			}
+			for _, f := range w.Failures() {
+				res.Failures = append(res.Failures, fmt.Errorf("client %d: %w", i, f))
 			}
 			if err != nil {
 				errs = append(errs, fmt.Errorf("client %d: %w", i, err))
@@ -900,7 +926,13 @@ func RunScript(ctx context.Context, dsn string, sc ScriptConfig) ([]Outcome, *Le
 // outcome streams (Compare). Use it with PostgreSQL as a and kvproxy as b.
 func Differential(ctx context.Context, dsnA, dsnB string, sc ScriptConfig) error {
 	a, _, errA := RunScript(ctx, dsnA, sc)
+	if len(a) == 0 && errA != nil {
+		return fmt.Errorf("run against a: %w", errA)
+	}
 	b, _, errB := RunScript(ctx, dsnB, sc)
+	if len(b) == 0 && errB != nil {
+		return fmt.Errorf("run against b: %w", errB)
+	}
 	if err := Compare(a, b); err != nil {
 		return err
 	}
