@@ -354,6 +354,9 @@ func (s *Store) Batch(ctx context.Context, ops []kv.Op) error {
 		return err
 	}
 	keys := kv.GroupOps(ops)
+	if len(keys) == 0 {
+		return nil
+	}
 	if len(keys) > MaxBatchItems {
 		return fmt.Errorf("%w: %d items, DynamoDB takes at most %d in one transaction", kv.ErrBatchTooLarge, len(keys), MaxBatchItems)
 	}

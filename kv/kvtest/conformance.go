@@ -717,6 +717,13 @@ func testBatch(t *testing.T, d Driver) {
 		t.Helper()
 		return b.Batch(testCtx(t), ops)
 	}
+	t.Run("empty", func(t *testing.T) {
+		for _, ops := range [][]kv.Op{nil, {}} {
+			if err := run(t, ops...); err != nil {
+				t.Fatalf("empty batch: %v", err)
+			}
+		}
+	})
 	t.Run("single key", func(t *testing.T) {
 		cases := []struct {
 			name    string

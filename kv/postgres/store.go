@@ -248,6 +248,9 @@ func (s *Store) Batch(ctx context.Context, ops []kv.Op) error {
 		return err
 	}
 	keys := kv.GroupOps(ops)
+	if len(keys) == 0 {
+		return nil
+	}
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
 	if err != nil {
 		return wrapErr(ctx, "batch", err)
