@@ -557,3 +557,44 @@ func mustUnmarshalBranch(t *testing.T, b []byte) *graveler.BranchData {
 	must(t, proto.Unmarshal(b, &bd))
 	return &bd
 }
+
+func TestBadInputAndCorruptValues(t *testing.T) {
+	forEachStore(t, func(t *testing.T, s *Store, raw kv.Store) {
+		ctx := testCtx(t)
+		newRepo(t, ctx, s, "r")
+		rd, err := s.GetRepositoryData(ctx, "r")
+		must(t, err)
+		must(t, raw.Set(ctx, RepoPartition("r", rd.InstanceUid), BranchKey("bad"), []byte{0xff, 0xff}))
+		if _, err := s.GetBranch(ctx, "r", "bad"); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("corrupt branch: %v, want ErrCorrupt", err)
+		}
+		if _, err := s.ListBranches(ctx, "r", "", false, 0); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("list over a corrupt branch: %v, want ErrCorrupt", err)
+		}
+		tests := []struct {
+			name string
+			err  error
+		}{
+			{"empty repository id", func() error { _, err := s.GetRepository(ctx, ""); return err }()},
+			{"empty branch id", func() error { _, err := s.GetBranch(ctx, "r", ""); return err }()},
+			{"empty staging token", func() error { _, err := s.ListStaged(ctx, "", nil, 0); return err }()},
+			{"empty staged key", s.SetStaged(ctx, StagingRow{StagingToken: "t", Identity: []byte{1}})},
+			{"update returning another branch", s.UpdateBranch(ctx, "r", "main", func(b *graveler.BranchData) (*graveler.BranchData, error) {
+				return &graveler.BranchData{Id: "other"}, nil
+			})},
+		}
+		for _, tc := range tests {
+			if !errors.Is(tc.err, ErrInvalidRow) {
+				t.Errorf("%s: %v, want ErrInvalidRow", tc.name, tc.err)
+			}
+		}
+		tx := s.Begin()
+		must(t, tx.Commit(ctx))
+		if _, err := tx.GetRepository(ctx, "r"); !errors.Is(err, ErrTxnDone) {
+			t.Fatalf("read after commit: %v", err)
+		}
+		if err := tx.SetStaged(ctx, StagingRow{StagingToken: "t", Key: []byte("k")}); !errors.Is(err, ErrTxnDone) {
+			t.Fatalf("write after commit: %v", err)
+		}
+	})
+}
