@@ -300,6 +300,21 @@ func TestTxnConflicts(t *testing.T) {
 			{"phantom: branch inserted under a DELETE scan",
 				func(tx *Txn) error { _, err := tx.DeleteBranchesOfRepository(ctx, "r"); return err },
 				func(tx *Txn) error { return tx.CreateBranch(ctx, branch("phantom", "winner")) }},
+			{"phantom: staged object inserted under S5",
+				func(tx *Txn) error { _, err := tx.DropStaging(ctx, "tok"); return err },
+				func(tx *Txn) error {
+					return tx.SetStaged(ctx, StagingRow{StagingToken: "tok", Key: []byte("new"), Identity: []byte{1}})
+				}},
+			{"staged object changed after S1",
+				func(tx *Txn) error {
+					if _, err := tx.GetStaged(ctx, "tok", []byte("new")); err != nil {
+						return err
+					}
+					return tx.SetStaged(ctx, StagingRow{StagingToken: "tok2", Key: []byte("copy"), Identity: []byte{1}})
+				},
+				func(tx *Txn) error {
+					return tx.SetStaged(ctx, StagingRow{StagingToken: "tok", Key: []byte("new"), Identity: []byte{2}})
+				}},
 			{"repository deleted under a branch write",
 				func(tx *Txn) error { return tx.SetBranch(ctx, branch("late", "loser")) },
 				func(tx *Txn) error {
