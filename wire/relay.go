@@ -152,7 +152,7 @@ func (s *Session) relayUpstream() error {
 					return err
 				}
 			}
-			s.wake()
+			s.wake(byte(s.upTx.Load()))
 		}
 	}
 }

@@ -642,10 +642,10 @@ func (s *Session) beginShutdown() {
 }
 
 // wake interrupts a wait for client input so the session re-checks its
-// state (shutdown).
-func (s *Session) wake() {
+// state after a ReadyForQuery (shutdown, idle-in-transaction deadline).
+func (s *Session) wake(status byte) {
 	s.mu.Lock()
-	if s.waiting && s.shuttingDown {
+	if s.waiting && (s.shuttingDown || status != 'I' && s.srv.cfg.IdleInTransactionTimeout > 0) {
 		_ = s.conn.SetReadDeadline(time.Now())
 		s.deadlineSet = true
 	}
