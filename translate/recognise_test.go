@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -321,5 +322,34 @@ func TestPlanCache(t *testing.T) {
 	}
 	if planOf(t, tr, a) == p1 {
 		t.Fatal("evicted plan still returned")
+	}
+}
+
+func TestPlanConcurrent(t *testing.T) {
+	tr := New(Options{CacheSize: 8}) // smaller than the fixture set: constant eviction
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 300; i++ {
+				f := legacyFixtures[(i*7+g)%len(legacyFixtures)]
+				p, err := tr.Plan(f.sql)
+				if err != nil || p.Shape != f.shape {
+					errs <- fmt.Errorf("%s: %v %v", f.name, p, err)
+					return
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	st := tr.Stats()
+	if st.Entries > 8 || st.Hits+st.Misses != 1200 || st.Evictions == 0 {
+		t.Fatalf("stats %+v", st)
 	}
 }

@@ -9,7 +9,6 @@ type column struct {
 }
 
 type table struct {
-	name string
 	cols []column
 }
 
@@ -32,24 +31,24 @@ const (
 )
 
 var legacyTables = map[string]*table{
-	tblRepositories: {tblRepositories, []column{
+	tblRepositories: {[]column{
 		{"id", 1, OIDText}, {"storage_namespace", 2, OIDText}, {"creation_date", 3, OIDTimestamptz}, {"default_branch", 4, OIDText},
 	}},
-	tblBranches: {tblBranches, []column{
+	tblBranches: {[]column{
 		{"repository_id", 1, OIDText}, {"id", 2, OIDText}, {"staging_token", 3, OIDText}, {"commit_id", 4, OIDText},
 	}},
-	tblCommits: {tblCommits, []column{
+	tblCommits: {[]column{
 		{"repository_id", 1, OIDText}, {"id", 2, OIDText}, {"committer", 3, OIDText}, {"message", 4, OIDText},
 		{"creation_date", 5, OIDTimestamptz}, {"meta_range_id", 6, OIDText}, {"metadata", 7, OIDJSONB},
 		{"parents", 8, OIDTextArray}, {"version", 9, OIDInt4}, {"generation", 10, OIDInt4},
 	}},
-	tblTags: {tblTags, []column{
+	tblTags: {[]column{
 		{"repository_id", 1, OIDText}, {"id", 2, OIDText}, {"commit_id", 3, OIDText},
 	}},
-	tblStaging: {tblStaging, []column{
+	tblStaging: {[]column{
 		{"staging_token", 1, OIDVarchar}, {"key", 2, OIDBytea}, {"identity", 3, OIDBytea}, {"data", 4, OIDBytea},
 	}},
-	tblMigrations: {tblMigrations, []column{
+	tblMigrations: {[]column{
 		{"version", 1, OIDInt8}, {"dirty", 2, OIDBool},
 	}},
 }
