@@ -123,7 +123,7 @@ func timestamptzIn(v *Value, sess *Session, s string) error {
 	if bc {
 		year = 1 - year
 	}
-	t := time.Date(year, time.Month(month), day, hour, minute, sec, nsec, loc)
+	t := localTime(year, time.Month(month), day, hour, minute, sec, nsec, loc)
 	us := timeToPGMicros(t)
 	if us < minTimestamp || us >= endTimestamp {
 		return newErr("22008", nil, "timestamp out of range: \"%s\"", s)
@@ -239,4 +239,37 @@ func appendPadded(b []byte, n, width int) []byte {
 		b = append(b, '0')
 	}
 	return append(b, s...)
+}
+
+// localTime resolves a wall-clock time in loc as PostgreSQL's
+// DetermineTimeZoneOffset does: a time skipped by a spring-forward
+// transition takes the offset from before it, an ambiguous time in a
+// fall-back transition the offset from after it. (time.Date leaves that
+// choice unspecified.)
+func localTime(year int, month time.Month, day, hour, minute, sec, nsec int, loc *time.Location) time.Time {
+	if loc == time.UTC {
+		return time.Date(year, month, day, hour, minute, sec, nsec, loc)
+	}
+	wall := time.Date(year, month, day, hour, minute, sec, 0, time.UTC).Unix()
+	offAt := func(u int64) int64 {
+		_, o := time.Unix(u, 0).In(loc).Zone()
+		return int64(o)
+	}
+	before, after := offAt(wall-86400), offAt(wall+86400)
+	valid := func(o int64) bool { return offAt(wall-o) == o }
+	var off int64
+	switch vb, va := valid(before), valid(after); {
+	case va:
+		off = after // also the ambiguous case: prefer "after"
+	case vb:
+		off = before
+	default:
+		now := offAt(wall - before)
+		if valid(now) {
+			off = now
+		} else {
+			off = before // skipped: prefer "before"
+		}
+	}
+	return time.Unix(wall-off, int64(nsec)).In(loc)
 }

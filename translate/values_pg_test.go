@@ -102,6 +102,18 @@ var tsInputs = []valueCase{
 	{OIDTimestamptz, "2024-10-27 01:30:00+00", ts("2024-10-27T01:30:00Z")},
 	{OIDTimestamptz, "2024-06-01 10:00:00", nil}, // session zone applies
 	{OIDTimestamptz, "2000-01-01 00:00:00+00", ts("2000-01-01T00:00:00Z")},
+	{OIDTimestamptz, "2024-10-27 02:30:00", nil}, // ambiguous in Europe/Berlin
+	{OIDTimestamptz, "2024-03-31 02:30:00", nil}, // skipped in Europe/Berlin
+	{OIDTimestamptz, "2024-11-03 01:30:00", nil}, // ambiguous in America/*
+	{OIDTimestamptz, "2024-03-10 02:30:00", nil}, // skipped in America/*
+	{OIDTimestamptz, "2024-04-07 01:45:00", nil}, // Lord Howe's half-hour shift
+	{OIDTimestamptz, "2024-10-06 02:15:00", nil}, // Lord Howe's half-hour shift
+	{OIDTimestamptz, "2024-01-01 00:00:00.1234564+00", nil},
+	{OIDTimestamptz, "2024-01-01 23:59:59.9999996+00", nil},
+	{OIDTimestamptz, "2024-01-01 10:00:00.5-02:30", nil},
+	{OIDTimestamptz, "2024-01-01 10:00:00 +0530", nil},
+	{OIDTimestamptz, "1999-01-08 04:05:06 America/New_York", nil},
+	{OIDTimestamptz, "2024-01-01", nil},
 	{OIDTimestamptz, "infinity", &Value{OID: OIDTimestamptz, Inf: 1}},
 	{OIDTimestamptz, "-infinity", &Value{OID: OIDTimestamptz, Inf: -1}},
 }
