@@ -6,7 +6,9 @@ import (
 	"go.uber.org/goleak"
 )
 
-// Every test closes its pools and stops its workload goroutines.
+// Every test closes its pools and stops its workload goroutines. pgxpool
+// starts a fire-and-forget goroutine that sleeps 500ms after a connection
+// is destroyed (killed-connection tests); it ends by itself.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/jackc/pgx/v4/pgxpool.(*Pool).triggerHealthCheck.func1"))
 }
