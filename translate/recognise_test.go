@@ -251,7 +251,11 @@ func TestRecogniseNearMisses(t *testing.T) {
 		{"drop", `DROP TABLE graveler_tags`, Unsupported},
 		{"lock two args", `SELECT pg_advisory_xact_lock(1, 2)`, Unsupported},
 		{"lock in from", `SELECT pg_advisory_xact_lock($1), 1`, Unsupported},
-		{"savepoint", `SAVEPOINT a`, Passthrough},
+		{"savepoint", `SAVEPOINT a`, Unsupported},
+		{"commit and chain", `COMMIT AND CHAIN`, Unsupported},
+		{"prepare transaction", `PREPARE TRANSACTION 'x'`, Unsupported},
+		{"set transaction", `SET TRANSACTION ISOLATION LEVEL SERIALIZABLE`, Unsupported},
+		{"set session characteristics", `SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY`, Unsupported},
 		{"auth table", `SELECT id FROM auth_users WHERE id = $1`, Passthrough},
 		{"auth count", `SELECT COUNT(*) FROM auth_users LIMIT 1000`, Passthrough},
 		{"session lock", `SELECT pg_advisory_lock($1)`, Passthrough},
@@ -267,7 +271,7 @@ func TestRecogniseNearMisses(t *testing.T) {
 				t.Fatalf("kind %v shape %v, want %v", p.Kind, p.Shape, c.kind)
 			}
 			if c.kind == Unsupported {
-				if !errors.Is(p.Err, ErrFeatureNotSupported) || !strings.Contains(p.Err.Error(), "unsupported ref-store statement") {
+				if !errors.Is(p.Err, ErrFeatureNotSupported) || !strings.Contains(p.Err.Error(), "unsupported ") {
 					t.Fatalf("err %v", p.Err)
 				}
 			} else if p.Err != nil {

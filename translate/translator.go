@@ -245,6 +245,13 @@ func (t *Translator) build(sql string) (*Plan, error) {
 	}
 	stmt := res.Stmts[0].Stmt
 	shape, b := classify(stmt, p)
+	if shape == ShapeNone && isTxControl(stmt) {
+		// The proxy owns transaction boundaries in the KV phases, so
+		// transaction control it does not model cannot be forwarded.
+		p.Kind = Unsupported
+		p.Err = newErr("0A000", nil, "unsupported transaction statement: %s", oneLine(sql))
+		return p, nil
+	}
 	if shape == ShapeNone {
 		if table, ok := touchesRefStore(stmt); ok {
 			p.Kind, p.Table = Unsupported, table
@@ -515,4 +522,14 @@ func formatAt(codes []int16, n, i int, what string) (int16, error) {
 		return 0, newErr("22023", nil, "unsupported format code: %d", f)
 	}
 	return f, nil
+}
+
+// isTxControl: savepoints, chained commit/rollback, two-phase commit and
+// SET [SESSION CHARACTERISTICS AS] TRANSACTION.
+func isTxControl(stmt *pg.Node) bool {
+	if stmt.GetTransactionStmt() != nil {
+		return true
+	}
+	vs := stmt.GetVariableSetStmt()
+	return vs != nil && (vs.Name == "TRANSACTION" || vs.Name == "SESSION CHARACTERISTICS")
 }
