@@ -14,6 +14,7 @@ import (
 	"github.com/kvproxy/kvproxy/kv"
 	"github.com/kvproxy/kvproxy/kv/local"
 	bolt "go.etcd.io/bbolt"
+	"go.uber.org/goleak"
 )
 
 const childEnv = "KVPROXY_LOCAL_LOCK_CHILD"
@@ -24,7 +25,14 @@ func TestMain(m *testing.M) {
 	if path := os.Getenv(childEnv); path != "" {
 		os.Exit(child(path))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutines left behind:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 func child(path string) int {
@@ -166,5 +174,58 @@ func TestBadDSN(t *testing.T) {
 				t.Fatalf("got %v, want %v mentioning %q", err, c.want, c.mention)
 			}
 		})
+	}
+}
+
+// TestScanDoesNotBlockGrowth: bbolt cannot grow its memory map while a read
+// transaction is open, so a scan that held one across Next calls would make
+// a large write from the same goroutine wait forever. Pages must release it.
+func TestScanDoesNotBlockGrowth(t *testing.T) {
+	s, err := local.New(ctx(t), filepath.Join(t.TempDir(), "kv.db"), local.Options{ScanPageSize: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	pk := []byte("p")
+	for i := range 50 {
+		if err := s.Set(ctx(t), pk, fmt.Appendf(nil, "k%03d", i), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	it, err := s.Scan(ctx(t), pk, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	for range 3 {
+		if !it.Next() {
+			t.Fatalf("scan ended early: %v", it.Err())
+		}
+	}
+	done := make(chan error, 1)
+	go func() {
+		big := make([]byte, 512*1024)
+		for i := range 160 { // 80 MiB: the map must grow several times
+			if err := s.Set(ctx(t), []byte("big"), fmt.Appendf(nil, "b%03d", i), big); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("writes blocked behind an open scan")
+	}
+	n := 3
+	for it.Next() {
+		n++
+	}
+	if it.Err() != nil || n != 50 {
+		t.Fatalf("scan after the writes: %d entries, %v", n, it.Err())
 	}
 }
