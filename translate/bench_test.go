@@ -107,7 +107,7 @@ func BenchmarkDecodeParams(b *testing.B) {
 			var dst []Value
 			for b.Loop() {
 				var err error
-				if dst, err = p.DecodeParamsInto(dst, UTC, "", formats, values); err != nil {
+				if dst, err = p.DecodeArgsInto(dst, UTC, "", formats, values); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -74,9 +74,9 @@ func TestStatementsMatchPostgres(t *testing.T) {
 			for i, o := range wp.ParamOIDs {
 				formats[i] = pgxFormat(o)
 			}
-			args, err := wp.DecodeParams(sess, "", formats, c.params)
+			args, err := wp.DecodeArgs(sess, "", formats, c.params)
 			if err != nil {
-				t.Fatalf("DecodeParams: %v", err)
+				t.Fatalf("DecodeArgs: %v", err)
 			}
 			res := conn.ExecParams(ctx, wp.SQL, c.params, wp.ParamOIDs, formats, nil).Read()
 			if res.Err != nil {

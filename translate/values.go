@@ -52,21 +52,49 @@ func VoidValue() Value                { return Value{OID: OIDVoid} }
 // NormalizeJSONB or JSONBFromStrings).
 func JSONBValue(normalised []byte) Value { return Value{OID: OIDJSONB, Bytes: normalised} }
 
-// DecodeParams turns a Bind's parameter values into the plan's arguments,
-// in slot order (Shape.Slots()). Literal arguments are decoded from their
-// text as PostgreSQL coerces an untyped literal. stmtName only appears in
-// the error for a wrong parameter count.
+// DecodeParams decodes a Bind's parameter values by number: the result's
+// element i is $(i+1), typed by ParamOIDs[i] and read in the format the
+// Bind's format codes give it. stmtName only appears in the error for a
+// wrong parameter count, which is PostgreSQL's message verbatim.
 func (p *Plan) DecodeParams(sess *Session, stmtName string, formats []int16, values [][]byte) ([]Value, error) {
-	return p.DecodeParamsInto(nil, sess, stmtName, formats, values)
+	if err := p.checkBind(stmtName, formats, values); err != nil {
+		return nil, err
+	}
+	out := make([]Value, len(values))
+	for i, oid := range p.ParamOIDs {
+		f, err := formatAt(formats, len(values), i, "parameter")
+		if err != nil {
+			return nil, err
+		}
+		if out[i], err = DecodeValue(sess, oid, f, values[i], i+1); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
-// DecodeParamsInto is DecodeParams appending to dst[:0].
-func (p *Plan) DecodeParamsInto(dst []Value, sess *Session, stmtName string, formats []int16, values [][]byte) ([]Value, error) {
+func (p *Plan) checkBind(stmtName string, formats []int16, values [][]byte) error {
 	if len(formats) > 1 && len(formats) != len(values) {
-		return nil, newErr("08P01", nil, "bind message has %d parameter formats but %d parameters", len(formats), len(values))
+		return newErr("08P01", nil, "bind message has %d parameter formats but %d parameters", len(formats), len(values))
 	}
 	if len(values) != len(p.ParamOIDs) {
-		return nil, newErr("08P01", nil, "bind message supplies %d parameters, but prepared statement \"%s\" requires %d", len(values), stmtName, len(p.ParamOIDs))
+		return newErr("08P01", nil, "bind message supplies %d parameters, but prepared statement \"%s\" requires %d", len(values), stmtName, len(p.ParamOIDs))
+	}
+	return nil
+}
+
+// DecodeArgs decodes a Bind straight into the plan's arguments, in slot
+// order (Shape.Slots()): a $n argument from the bound value, a literal from
+// its text as PostgreSQL coerces an untyped literal. It is DecodeParams
+// followed by SlotValues in one pass.
+func (p *Plan) DecodeArgs(sess *Session, stmtName string, formats []int16, values [][]byte) ([]Value, error) {
+	return p.DecodeArgsInto(nil, sess, stmtName, formats, values)
+}
+
+// DecodeArgsInto is DecodeArgs appending to dst[:0].
+func (p *Plan) DecodeArgsInto(dst []Value, sess *Session, stmtName string, formats []int16, values [][]byte) ([]Value, error) {
+	if err := p.checkBind(stmtName, formats, values); err != nil {
+		return nil, err
 	}
 	dst = dst[:0]
 	for _, a := range p.Args {

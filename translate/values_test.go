@@ -12,12 +12,32 @@ func TestDecodeParams(t *testing.T) {
 	if c5.Shape != C5a {
 		t.Fatalf("fixture order changed: %v", c5.Shape)
 	}
-	args, err := c5.DecodeParams(UTC, "s", []int16{0}, [][]byte{[]byte("repo"), []byte("")})
+	args, err := c5.DecodeArgs(UTC, "s", []int16{0}, [][]byte{[]byte("repo"), []byte("")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if args[0].Str != "repo" || args[1].Str != "" || args[1].Null || args[2].Int != 1000 || args[2].OID != OIDInt8 {
+	if len(args) != 3 || args[0].Str != "repo" || args[1].Str != "" || args[1].Null || args[2].Int != 1000 || args[2].OID != OIDInt8 {
 		t.Fatalf("args %+v", args)
+	}
+	params, err := c5.DecodeParams(UTC, "s", []int16{0}, [][]byte{[]byte("repo"), []byte("")})
+	if err != nil || len(params) != 2 || params[0].Str != "repo" || params[1].Str != "" {
+		t.Fatalf("params %+v %v", params, err)
+	}
+	// Parameters out of slot order: DecodeParams is by number, DecodeArgs
+	// (and SlotValues) by slot.
+	mixed := planOf(t, tr, `SELECT id, commit_id FROM graveler_tags WHERE id >= $2 AND repository_id = $1 ORDER BY id ASC LIMIT 5`)
+	vals := [][]byte{[]byte("repo"), []byte("from")}
+	params, err = mixed.DecodeParams(UTC, "", nil, vals)
+	if err != nil || params[0].Str != "repo" || params[1].Str != "from" {
+		t.Fatalf("params %+v %v", params, err)
+	}
+	args, err = mixed.DecodeArgs(UTC, "", nil, vals)
+	if err != nil || args[0].Str != "repo" || args[1].Str != "from" || args[2].Int != 5 {
+		t.Fatalf("args %+v %v", args, err)
+	}
+	slots, err := mixed.SlotValues(UTC, params)
+	if err != nil || !valueEqual(slots[0], args[0]) || !valueEqual(slots[1], args[1]) || !valueEqual(slots[2], args[2]) {
+		t.Fatalf("SlotValues %+v, DecodeArgs %+v (%v)", slots, args, err)
 	}
 	cases := []struct {
 		name    string
@@ -34,14 +54,16 @@ func TestDecodeParams(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := c5.DecodeParams(UTC, "s", c.formats, c.values)
-			if !errors.Is(err, c.want) || err.Error() != c.msg {
-				t.Fatalf("err %v, want %v %q", err, c.want, c.msg)
+			for _, decode := range []func(*Session, string, []int16, [][]byte) ([]Value, error){c5.DecodeParams, c5.DecodeArgs} {
+				_, err := decode(UTC, "s", c.formats, c.values)
+				if !errors.Is(err, c.want) || err.Error() != c.msg {
+					t.Fatalf("err %v, want %v %q", err, c.want, c.msg)
+				}
 			}
 		})
 	}
 	// NULL parameters stay NULL.
-	args, err = c5.DecodeParams(UTC, "s", nil, [][]byte{nil, nil})
+	args, err = c5.DecodeArgs(UTC, "s", nil, [][]byte{nil, nil})
 	if err != nil || !args[0].Null || !args[1].Null {
 		t.Fatalf("NULL params: %+v %v", args, err)
 	}
