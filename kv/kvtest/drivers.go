@@ -1,6 +1,3 @@
-// Package kvtest holds what tests of kv drivers and their users share: the
-// list of drivers with a way to open an isolated store on each, and the
-// conformance suite every driver must pass.
 package kvtest
 
 import (
