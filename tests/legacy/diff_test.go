@@ -16,7 +16,7 @@ func TestDifferentialTwoDatabases(t *testing.T) {
 		sc   ScriptConfig
 	}{
 		{"v0.68", ScriptConfig{Seed: 42, Steps: 1500, Version: V068, Global: true}},
-		{"v0.70 small pages", ScriptConfig{Seed: 7, Steps: 300, Version: V070, PageSize: 3, Global: true}},
+		{"v0.70 small pages", ScriptConfig{Seed: 7, Steps: 800, Version: V070, PageSize: 3, Global: true}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

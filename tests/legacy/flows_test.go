@@ -966,3 +966,27 @@ func TestPreparedTextsOnTheWire(t *testing.T) {
 		}
 	}
 }
+
+func TestAddCommitToBranchHead(t *testing.T) {
+	ctx := testCtx(t)
+	dsn := freshDB(t)
+	c := newClient(t, dsn)
+	_, first, err := c.CreateRepository(ctx, "r", "ns", "main")
+	check(t, err)
+	cm := Commit{Committer: "imp", Message: "import", CreationDate: time.Date(2022, 7, 1, 0, 0, 0, 0, time.UTC),
+		Parents: []string{first}, Version: 1, Generation: 2}
+	c.Recorder().Reset()
+	id := must[string](t)(c.AddCommitToBranchHead(ctx, "r", "main", cm))
+	want := []string{IDBegin, IDL2, IDBegin, IDC1, IDCommit, IDBegin, IDB1, IDCommit, IDBegin, IDC1, IDRollback, IDBegin, IDR1, IDCommit,
+		IDBegin, IDC3, IDCommit, IDBegin, IDC2, IDCommit, IDBegin, IDB1, IDCommit, IDBegin, IDS7, IDCommit, IDBegin, IDB3, IDCommit, IDCommit}
+	if got := stmts(c.Recorder()); !slices.Equal(got, want) {
+		t.Fatalf("statements\n got %v\nwant %v", got, want)
+	}
+	if b := must[*Branch](t)(c.GetBranch(ctx, "r", "main")); b.CommitID != id {
+		t.Fatalf("head %s, want %s", b.CommitID, id)
+	}
+	// The same commit again: its parent is no longer the head.
+	if _, err := c.AddCommitToBranchHead(ctx, "r", "main", cm); !errors.Is(err, ErrCommitNotHeadBranch) {
+		t.Fatalf("stale parent: %v", err)
+	}
+}

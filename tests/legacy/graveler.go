@@ -688,6 +688,59 @@ func (c *Client) UpdateBranch(ctx context.Context, repo, branch, ref string) (*B
 	return out, err
 }
 
+// AddCommitToBranchHead adds a prepared commit on top of branch (spec §4):
+// under L2, C1 of the first parent, B1 and a check that the head is that
+// parent, C1 of the commit (existing -> done), then R1, the metarange check,
+// tx{C3}, and UpdateBranch's inner steps (resolve, B1, one S7 page, tx{B3}).
+func (c *Client) AddCommitToBranchHead(ctx context.Context, repo, branch string, cm Commit) (string, error) {
+	id := cm.ContentAddress()
+	err := c.WithMetadataLock(ctx, repo, branch, func() error {
+		parent := firstParent(cm)
+		if parent != "" {
+			if _, err := c.GetCommit(ctx, repo, parent); err != nil {
+				return err
+			}
+		}
+		b, err := c.GetBranch(ctx, repo, branch)
+		if err != nil {
+			return err
+		}
+		if b.CommitID != parent {
+			return fmt.Errorf("%s/%s head %s, commit parent %s: %w", repo, branch, b.CommitID, parent, ErrCommitNotHeadBranch)
+		}
+		if _, err := c.GetCommit(ctx, repo, id); err == nil {
+			return nil
+		} else if !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		if _, err := c.GetRepository(ctx, repo); err != nil {
+			return err
+		}
+		if _, err := c.tree(cm.MetaRangeID); err != nil {
+			return err
+		}
+		if _, err := c.AddCommit(ctx, repo, cm); err != nil {
+			return err
+		}
+		rr, err := c.ResolveRef(ctx, repo, id)
+		if err != nil {
+			return err
+		}
+		b, err = c.GetBranch(ctx, repo, branch)
+		if err != nil {
+			return err
+		}
+		if err := c.ensureClean(ctx, b.StagingToken, ErrConflictFound); err != nil {
+			return err
+		}
+		return c.SetBranch(ctx, repo, Branch{ID: branch, CommitID: rr.CommitID, StagingToken: b.StagingToken})
+	})
+	if err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
 // CreateTag resolves ref to a commit, then R1, T1 (expect not found), tx{T2}.
 func (c *Client) CreateTag(ctx context.Context, repo, tag, ref string) (string, error) {
 	rr, err := c.ResolveRef(ctx, repo, ref)

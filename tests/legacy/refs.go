@@ -30,6 +30,7 @@ var (
 	ErrInvalidRef             = errors.New("invalid ref")
 	ErrCommitIDMismatch       = errors.New("dumped commit id differs from its content address")
 	ErrInvalidCommitGenealogy = errors.New("commit parents do not exist")
+	ErrCommitNotHeadBranch    = errors.New("commit is not head of branch")
 )
 
 func asString(v any) string {

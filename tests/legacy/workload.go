@@ -254,6 +254,7 @@ func (w *Workload) ops() []wlOp {
 		{"reset-key", 2, w.opResetKey},
 		{"reset-prefix", 2, w.opResetPrefix},
 		{"update-branch", 1, w.opUpdateBranch},
+		{"add-commit-to-head", 1, w.opAddCommitToHead},
 		{"create-tag", 3, w.opCreateTag},
 		{"create-tag-dup", 1, w.opCreateTagDup},
 		{"load-tag-dup", 1, w.opLoadTagDup},
@@ -526,6 +527,33 @@ func (w *Workload) opUpdateBranch(ctx context.Context) error {
 		return w.uncertain(r.id, b, expect("update branch", err, ErrConflictFound))
 	}
 	w.l.BranchSet(r.id, b, nb.CommitID, true)
+	return nil
+}
+
+// opAddCommitToHead adds a commit that keeps the head's content (a
+// metadata-only commit, as an import would add).
+func (w *Workload) opAddCommitToHead(ctx context.Context) error {
+	r, b, ok := w.pickBranch()
+	if !ok {
+		return nil
+	}
+	br, err := w.c.GetBranch(ctx, r.id, b)
+	if err != nil {
+		return expect("add commit to head", err)
+	}
+	head, err := w.c.GetCommit(ctx, r.id, br.CommitID)
+	if err != nil {
+		return expect("add commit to head", err)
+	}
+	p := w.params("import")
+	cm := Commit{Committer: p.Committer, Message: p.Message, MetaRangeID: head.MetaRangeID, CreationDate: w.c.now(),
+		Parents: []string{br.CommitID}, Metadata: p.Metadata, Version: CommitVersionParentSwitch, Generation: head.Generation + 1}
+	id, err := w.c.AddCommitToBranchHead(ctx, r.id, b, cm)
+	if err != nil {
+		return w.uncertain(r.id, b, expect("add commit to head", err, ErrConflictFound))
+	}
+	w.l.BranchSet(r.id, b, id, true)
+	r.commits = append(r.commits, id)
 	return nil
 }
 
