@@ -990,3 +990,26 @@ func TestAddCommitToBranchHead(t *testing.T) {
 		t.Fatalf("stale parent: %v", err)
 	}
 }
+
+// statement_cache_capacity in the DSN overrides the 512 default; a full
+// cache evicts with "deallocate" (what the proxy must also accept).
+func TestStatementCacheCapacityFromDSN(t *testing.T) {
+	ctx := testCtx(t)
+	dsn := freshDB(t)
+	sep := "?"
+	if strings.Contains(dsn, "?") {
+		sep = "&"
+	}
+	c := newClient(t, dsn+sep+"statement_cache_capacity=4", withPools(1, 1))
+	w := NewWorkload(c, nil, WorkloadConfig{Seed: 1, Name: "w"})
+	check(t, w.Run(ctx, 100))
+	conn, err := c.DB.Acquire(ctx)
+	check(t, err)
+	defer conn.Release()
+	var n int
+	check(t, conn.QueryRow(ctx, `SELECT count(*) FROM pg_prepared_statements`).Scan(&n))
+	// The count query itself may be one of the cached statements.
+	if n < 1 || n > 4 {
+		t.Fatalf("%d prepared statements with capacity 4", n)
+	}
+}
