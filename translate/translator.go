@@ -137,16 +137,21 @@ func (p *Plan) FieldDescriptions(resultFormats []int16) ([]pgproto3.FieldDescrip
 	if len(p.descs) == 0 {
 		return nil, nil
 	}
-	out := make([]pgproto3.FieldDescription, len(p.descs))
-	copy(out, p.descs)
-	for i := range out {
-		f, err := formatAt(resultFormats, len(out), i, "result")
+	return p.AppendFieldDescriptions(make([]pgproto3.FieldDescription, 0, len(p.descs)), resultFormats)
+}
+
+// AppendFieldDescriptions is FieldDescriptions appending to dst, for
+// callers that reuse a RowDescription buffer.
+func (p *Plan) AppendFieldDescriptions(dst []pgproto3.FieldDescription, resultFormats []int16) ([]pgproto3.FieldDescription, error) {
+	for i, d := range p.descs {
+		f, err := formatAt(resultFormats, len(p.descs), i, "result")
 		if err != nil {
-			return nil, err
+			return dst, err
 		}
-		out[i].Format = f
+		d.Format = f
+		dst = append(dst, d)
 	}
-	return out, nil
+	return dst, nil
 }
 
 // CheckParamTypes compares the parameter types a client declared in Parse
