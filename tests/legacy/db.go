@@ -332,3 +332,15 @@ func (c *Client) read(ctx context.Context, fn func(q Q) error) error {
 	}
 	return c.Transact(ctx, TxReadOnly, fn)
 }
+
+// Exec runs any statement through the recorder (statement id id), with
+// lakeFS's error mapping; tests use it for statements outside the flows.
+func (q Q) Exec(ctx context.Context, id, sql string, args ...any) (pgconn.CommandTag, error) {
+	return q.exec(ctx, id, sql, args...)
+}
+
+// Query runs any statement through the recorder and returns its rows as
+// the recorder's normalised values.
+func (q Q) Query(ctx context.Context, id, sql string, args ...any) ([][]any, error) {
+	return q.query(ctx, id, sql, args...)
+}
