@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,18 +36,26 @@ type Admin struct {
 	srv    *http.Server
 	checks []ReadinessCheck
 	log    *slog.Logger
+
+	token    string      // admin API bearer token; see SetToken
+	loopback atomic.Bool // set by Serve from the listener's address
+
+	mu      sync.Mutex
+	status  *Collector
+	actions map[string]ActionFunc
 }
 
 // NewAdmin builds the admin server over reg. /readyz runs checks in order
 // and answers 503 naming the first that fails.
 func NewAdmin(reg *prometheus.Registry, log *slog.Logger, checks ...ReadinessCheck) *Admin {
-	a := &Admin{mux: http.NewServeMux(), checks: checks, log: log}
+	a := &Admin{mux: http.NewServeMux(), checks: checks, log: log, actions: map[string]ActionFunc{}}
 	a.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
 	})
 	a.mux.HandleFunc("GET /readyz", a.readyz)
+	a.routeAPI()
 	a.srv = &http.Server{Handler: a.mux, ReadHeaderTimeout: 10 * time.Second}
 	return a
 }
@@ -53,7 +63,8 @@ func NewAdmin(reg *prometheus.Registry, log *slog.Logger, checks ...ReadinessChe
 // Handle adds a route, for components that expose their own endpoints.
 func (a *Admin) Handle(pattern string, h http.Handler) { a.mux.Handle(pattern, h) }
 
-// Handler is the admin server's root handler, for tests.
+// Handler is the admin server's root handler, for tests. Until Serve runs,
+// it treats every request as coming through a non-loopback listener.
 func (a *Admin) Handler() http.Handler { return a.mux }
 
 func (a *Admin) readyz(w http.ResponseWriter, r *http.Request) {
@@ -70,8 +81,10 @@ func (a *Admin) readyz(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintln(w, "ready")
 }
 
-// Serve serves on l until Shutdown.
+// Serve serves on l until Shutdown. Whether l is a loopback address decides
+// which admin API requests need the token (see SetToken).
 func (a *Admin) Serve(l net.Listener) error {
+	a.loopback.Store(isLoopbackAddr(l.Addr()))
 	err := a.srv.Serve(l)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil

@@ -21,6 +21,7 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().String("config", "", "YAML configuration file (env KVPROXY_CONFIG)")
 	config.RegisterFlags(root.PersistentFlags())
 	root.AddCommand(newServeCmd(), newVersionCmd())
+	root.AddCommand(newStatusCmd())
 	return root
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/kvproxy/kvproxy/kv"
 	"github.com/kvproxy/kvproxy/kv/drivers"
 	"github.com/kvproxy/kvproxy/kv/kvlock"
+	"github.com/kvproxy/kvproxy/kv/kvmetrics"
 	"github.com/kvproxy/kvproxy/metrics"
 	"github.com/kvproxy/kvproxy/refstore"
 	"github.com/kvproxy/kvproxy/shadow"
@@ -64,6 +65,10 @@ no upstream (phase kv-only).`,
 				return fmt.Errorf("open KV store (kv.driver=%s, kv.dsn=%s): %w", cfg.KV.Driver, cfg.KV.DSN, err)
 			}
 			defer store.Close()
+			reg := metrics.NewRegistry()
+			if store, err = kvmetrics.Wrap(reg, cfg.KV.Driver, store); err != nil {
+				return err
+			}
 			log.Info("KV store open", "driver", cfg.KV.Driver)
 
 			rs, err := refstore.New(ctx, store, refstore.Options{})
@@ -83,7 +88,6 @@ no upstream (phase kv-only).`,
 			if _, err := follower.Sync(ctx); err != nil {
 				return err
 			}
-			reg := metrics.NewRegistry()
 			m := metrics.New(reg)
 			follower.OnChange(func(r control.PhaseRecord) {
 				m.SetPhase(r.Phase, r.Epoch, control.Phases)
@@ -126,6 +130,7 @@ no upstream (phase kv-only).`,
 				}
 				return nil
 			}})
+			setupAdminAPI(admin, cfg, store, ctl, instanceID, reg)
 			errc := make(chan error, 2)
 			if cfg.Admin.Listen != "" {
 				l, err := net.Listen("tcp", cfg.Admin.Listen)
