@@ -330,7 +330,7 @@ func TestLibPQ(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cp, err := tx.Prepare(pq.CopyIn("items", "name", "note"))
+			cp, err := tx.Prepare(`COPY items (name, note) FROM STDIN`)
 			if err != nil {
 				t.Fatal(err)
 			}

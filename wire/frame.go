@@ -98,10 +98,3 @@ func messageBuffered(r *bufio.Reader) bool {
 	hdr, _ := r.Peek(5)
 	return b >= 1+int(binary.BigEndian.Uint32(hdr[1:5]))
 }
-
-// appendMsg appends a message with the given type and body.
-func appendMsg(dst []byte, typ byte, body []byte) []byte {
-	dst = append(dst, typ, 0, 0, 0, 0)
-	binary.BigEndian.PutUint32(dst[len(dst)-4:], uint32(len(body)+4))
-	return append(dst, body...)
-}

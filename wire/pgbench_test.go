@@ -1,7 +1,6 @@
 package wire
 
 import (
-	"fmt"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -68,7 +67,7 @@ func TestPgbench(t *testing.T) {
 				t.Fatal(err)
 			}
 			if hist != int64(total) || asum != hsum || bsum != hsum || tsum != hsum {
-				t.Fatal(fmt.Sprintf("history %d rows (want %d), sums: history %d accounts %d branches %d tellers %d", hist, total, hsum, asum, bsum, tsum))
+				t.Fatalf("history %d rows (want %d), sums: history %d accounts %d branches %d tellers %d", hist, total, hsum, asum, bsum, tsum)
 			}
 		})
 	}
