@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v4"
 )
@@ -247,8 +248,9 @@ func (l *Ledger) Counts() (repos, branches, tags, commits, staged int) {
 // ErrVerify is returned by Verify when the database lacks an acknowledged write.
 var ErrVerify = errors.New("ledger verification failed")
 
-// Verify reads the ref-store tables at dsn directly (pgx/v4, one
-// connection, no simulator code path) and checks every fact of the ledger:
+// Verify reads the ref store at dsn (pgx/v4, one connection, no simulator
+// code path) with the legacy client's own statements, so that it checks
+// PostgreSQL and kvproxy alike, and checks every fact of the ledger:
 // repositories and their fields, branch heads, tags, commit records,
 // staged rows under each branch's current token (and no unacknowledged
 // rows there), and that deleted repositories left no branch, tag or commit
@@ -289,24 +291,40 @@ func (l *Ledger) Verify(ctx context.Context, dsn string) error {
 	return fmt.Errorf("%w: %d problems:\n  %s", ErrVerify, n, strings.Join(probs, "\n  "))
 }
 
-func countRows(ctx context.Context, conn *pgx.Conn, sql string, args ...any) (int64, error) {
+// rowCount runs one of the legacy client's statements and counts its rows.
+func rowCount(ctx context.Context, conn *pgx.Conn, sql string, args ...any) (int64, error) {
+	rows, err := conn.Query(ctx, sql, args...)
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
 	var n int64
-	err := conn.QueryRow(ctx, sql, args...).Scan(&n)
-	return n, err
+	for rows.Next() {
+		n++
+	}
+	return n, rows.Err()
 }
 
 func verifyRepo(ctx context.Context, conn *pgx.Conn, id string, r *ledgerRepo, add func(string, ...any)) error {
 	if r.deleted {
-		for _, t := range []string{"graveler_branches", "graveler_tags", "graveler_commits"} {
-			n, err := countRows(ctx, conn, "SELECT count(*) FROM "+t+" WHERE repository_id = $1", id)
+		for _, q := range []struct{ table, sql string }{
+			{"graveler_branches", SQLB5First},
+			{"graveler_tags", SQLT4First},
+			{"graveler_commits", C5SQL(true, 1)},
+		} {
+			args := []any{id, "", 1}
+			if q.table == "graveler_commits" {
+				args = args[:2]
+			}
+			n, err := rowCount(ctx, conn, q.sql, args...)
 			if err != nil {
 				return err
 			}
 			if n != 0 {
-				add("%s: deleted repository still has %d rows in %s", id, n, t)
+				add("%s: deleted repository still has rows in %s", id, q.table)
 			}
 		}
-		n, err := countRows(ctx, conn, "SELECT count(*) FROM graveler_repositories WHERE id = $1", id)
+		n, err := rowCount(ctx, conn, SQLR1, id)
 		if err != nil {
 			return err
 		}
@@ -316,7 +334,8 @@ func verifyRepo(ctx context.Context, conn *pgx.Conn, id string, r *ledgerRepo, a
 		return nil
 	}
 	var ns, def string
-	err := conn.QueryRow(ctx, "SELECT storage_namespace, default_branch FROM graveler_repositories WHERE id = $1", id).Scan(&ns, &def)
+	var created time.Time
+	err := conn.QueryRow(ctx, SQLR1, id).Scan(&ns, &created, &def)
 	if errors.Is(err, pgx.ErrNoRows) {
 		add("%s: acknowledged repository missing", id)
 		return nil
@@ -328,7 +347,7 @@ func verifyRepo(ctx context.Context, conn *pgx.Conn, id string, r *ledgerRepo, a
 		add("%s: repository is (%q, %q), acknowledged (%q, %q)", id, ns, def, r.ns, r.defaultBranch)
 	}
 	for c := range r.commits {
-		n, err := countRows(ctx, conn, "SELECT count(*) FROM graveler_commits WHERE repository_id = $1 AND id = $2", id, c)
+		n, err := rowCount(ctx, conn, SQLC1, id, c)
 		if err != nil {
 			return err
 		}
@@ -338,7 +357,7 @@ func verifyRepo(ctx context.Context, conn *pgx.Conn, id string, r *ledgerRepo, a
 	}
 	for t, c := range r.tags {
 		var got string
-		err := conn.QueryRow(ctx, "SELECT commit_id FROM graveler_tags WHERE repository_id = $1 AND id = $2", id, t).Scan(&got)
+		err := conn.QueryRow(ctx, SQLT1, id, t).Scan(&got)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
 			if c != "" {
@@ -365,7 +384,7 @@ func verifyBranch(ctx context.Context, conn *pgx.Conn, repo, id string, b *ledge
 		return nil
 	}
 	var commit, token *string
-	err := conn.QueryRow(ctx, "SELECT commit_id, staging_token FROM graveler_branches WHERE repository_id = $1 AND id = $2", repo, id).Scan(&commit, &token)
+	err := conn.QueryRow(ctx, SQLB1, repo, id).Scan(&commit, &token)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		if b != nil {
@@ -385,23 +404,38 @@ func verifyBranch(ctx context.Context, conn *pgx.Conn, repo, id string, b *ledge
 		add("%s/%s: NULL staging token", repo, id)
 		return nil
 	}
-	rows, err := conn.Query(ctx, "SELECT key, identity, data FROM graveler_staging_kv WHERE staging_token = $1 ORDER BY key", *token)
-	if err != nil {
-		return err
-	}
 	type row struct{ identity, data []byte }
 	got := map[string]row{}
-	for rows.Next() {
-		var k, ident, data []byte
-		if err := rows.Scan(&k, &ident, &data); err != nil {
-			rows.Close()
+	// S7 pages, restarting inclusively at the look-ahead row as lakeFS does.
+	from := []byte{}
+	for {
+		rows, err := conn.Query(ctx, SQLS7, *token, from, DefaultPageSize+1)
+		if err != nil {
 			return err
 		}
-		got[string(k)] = row{ident, data}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return err
+		n := 0
+		var last []byte
+		for rows.Next() {
+			var k, ident, data []byte
+			if err := rows.Scan(&k, &ident, &data); err != nil {
+				rows.Close()
+				return err
+			}
+			n++
+			if n > DefaultPageSize {
+				last = k
+				break
+			}
+			got[string(k)] = row{ident, data}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if last == nil {
+			break
+		}
+		from = last
 	}
 	if !b.owned {
 		return nil

@@ -779,7 +779,11 @@ func (w *Workload) opGlobal(ctx context.Context) error {
 
 // RunConfig configures RunConcurrent.
 type RunConfig struct {
-	DSN     string
+	DSN string
+	// DSNs, if set, spread the clients over several servers (client i uses
+	// DSNs[i%len(DSNs)]), e.g. several kvproxy instances; DSN is then only
+	// used for the shared repository's setup when it is empty.
+	DSNs    []string
 	Clients int
 	// Steps per client; 0 means until ctx ends.
 	Steps   int
@@ -798,6 +802,13 @@ type RunConfig struct {
 	Tolerant bool
 }
 
+func (cfg RunConfig) dsnFor(i int) string {
+	if len(cfg.DSNs) == 0 {
+		return cfg.DSN
+	}
+	return cfg.DSNs[i%len(cfg.DSNs)]
+}
+
 // RunResult is what RunConcurrent returns.
 type RunResult struct {
 	Ledger    *Ledger
@@ -808,7 +819,8 @@ type RunResult struct {
 	Failures  []error     // tolerated unexpected outcomes (Tolerant)
 }
 
-// RunConcurrent runs Clients workloads in parallel against one DSN, each
+// RunConcurrent runs Clients workloads in parallel against one DSN (or
+// spread over DSNs), each
 // with its own Client (pools), seed Seed+i and private repositories, all
 // recording into one Ledger. It returns the first unexpected outcome as an
 // error (after all clients stopped); ledger verification is separate.
@@ -827,7 +839,7 @@ func RunConcurrent(ctx context.Context, cfg RunConfig) (*RunResult, error) {
 	res := &RunResult{Ledger: ledger, Steps: map[string]int{}}
 	sharedID := ""
 	if cfg.SharedRepo {
-		c, err := Open(ctx, Config{DSN: cfg.DSN, MaxConns: 2, LockMaxConns: 1, Version: cfg.Version, Ranges: ranges})
+		c, err := Open(ctx, Config{DSN: cfg.dsnFor(0), MaxConns: 2, LockMaxConns: 1, Version: cfg.Version, Ranges: ranges})
 		if err != nil {
 			return nil, err
 		}
@@ -847,7 +859,7 @@ func RunConcurrent(ctx context.Context, cfg RunConfig) (*RunResult, error) {
 			res.Recorders = append(res.Recorders, rec)
 		}
 		c, err := Open(ctx, Config{
-			DSN: cfg.DSN, MaxConns: cfg.PoolSize, LockMaxConns: cfg.LockPoolSize, Version: cfg.Version,
+			DSN: cfg.dsnFor(i), MaxConns: cfg.PoolSize, LockMaxConns: cfg.LockPoolSize, Version: cfg.Version,
 			Ranges: ranges, Recorder: rec,
 			Clock: NewStepClock(time.Date(2022, 6, 21, 0, 0, 0, 0, time.UTC).Add(time.Duration(i)*time.Hour), time.Millisecond),
 			UUIDs: NewSeededUUIDs(cfg.Seed + int64(i)),
