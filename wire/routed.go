@@ -287,15 +287,35 @@ func (s *Session) handle(typ byte, body []byte) error {
 		}
 		return s.cw.Flush()
 	case 'F':
+		// A function call is answered like a simple query, ReadyForQuery
+		// included.
 		if s.up == nil {
-			return s.localError(Errorf(CodeFeatureNotSupported, "function calls are not supported without an upstream"))
+			if err := s.buffer(errorResponse(Errorf(CodeFeatureNotSupported, "function calls are not supported without an upstream"))); err != nil {
+				return err
+			}
+			return s.readyForQuery()
+		}
+		if skip, err := s.syncPoint(); skip || err != nil {
+			return err
 		}
 		if err := s.upWrite(typ, body); err != nil {
 			return err
 		}
-		rt.slots = append(rt.slots, slot{kind: 'F'})
-		rt.upDirty = true
-		return nil
+		if err := s.upFlush(); err != nil {
+			return err
+		}
+		for {
+			m, err := s.upNext(s.ctx)
+			if err != nil {
+				return err
+			}
+			if m.typ == 'Z' {
+				s.setUpTx(m.body)
+				rt.upDirty = false
+				return s.readyForQuery()
+			}
+			s.writeRaw(m.typ, m.body)
+		}
 	case 'd', 'c', 'f':
 		// As PostgreSQL: ignored outside COPY (a failed COPY's trailing data).
 		return nil

@@ -389,3 +389,40 @@ func TestRouterCancelLocal(t *testing.T) {
 	var pe *pgconn.PgError
 	_ = pe
 }
+
+// passRouter asks for the relay fast path; Route must never be called.
+type passRouter struct{ routed bool }
+
+func (r *passRouter) Passthrough(*Session) bool { return true }
+func (r *passRouter) Route(context.Context, *Session, string) (Handler, error) {
+	r.routed = true
+	return nil, Errorf(CodeInternalError, "Route called on a passthrough session")
+}
+
+func TestPassthroughRouterAndFunctionCall(t *testing.T) {
+	up := testenv.PostgresDB(t)
+	pr := &passRouter{}
+	p := startProxy(t, Config{UpstreamDSN: up}, pr)
+	ctx := ctxT(t)
+	conn := connect(t, ctx, p.dsn("", ""))
+	var v int
+	if err := conn.QueryRow(ctx, `SELECT $1::int + 1`, 1).Scan(&v); err != nil || v != 2 || pr.routed {
+		t.Fatalf("passthrough router: %d %v routed=%v", v, err, pr.routed)
+	}
+	// FunctionCall (legacy fast-path) through both paths: int4pl(2, 3).
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			p := startProxy(t, Config{UpstreamDSN: up}, m.router)
+			r := dialRaw(t, p.addr)
+			r.startup()
+			arg := func(n uint32) []byte { b := make([]byte, 4); binary.BigEndian.PutUint32(b, n); return b }
+			r.fe.Send(&pgproto3.FunctionCall{Function: 177, ArgFormatCodes: []uint16{1}, Arguments: [][]byte{arg(2), arg(3)}, ResultFormatCode: 1})
+			if err := r.fe.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			if got := string(r.until('Z')); got != "VZ" {
+				t.Fatalf("function call messages %q", got)
+			}
+		})
+	}
+}
