@@ -168,3 +168,22 @@ func ClosedAddr(t testing.TB) string {
 	}
 	return addr
 }
+
+// ProcessDSN returns a fresh store location for a kvproxy process run by a
+// test (`--kv-driver name --kv-dsn ...`): a file for local, a database for
+// postgres, a table for dynamodb, nothing for mem.
+func ProcessDSN(t testing.TB, driver string) string {
+	t.Helper()
+	switch driver {
+	case "mem":
+		return ""
+	case "local":
+		return filepath.Join(t.TempDir(), "kv.db")
+	case "postgres":
+		return PostgresDSN(t, 0)
+	case "dynamodb":
+		return DynamoDBDSN(t, 0)
+	}
+	t.Fatalf("kvtest: no process DSN for driver %q", driver)
+	return ""
+}

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/kvproxy/kvproxy/internal/testenv"
+	"github.com/kvproxy/kvproxy/kv/kvtest"
 )
 
 // legacyDB returns a fresh database with the legacy ref-store schema.
@@ -43,14 +44,11 @@ type kvStore struct {
 
 // kvStores are the drivers a kvproxy process can run on in tests.
 func kvStores() []kvStore {
-	return []kvStore{
-		{"mem", func(*testing.T) string { return "" }},
-		{"local", func(t *testing.T) string { return filepath.Join(t.TempDir(), "kv.db") }},
-		{"postgres", func(t *testing.T) string { return testenv.PostgresDB(t) }},
-		{"dynamodb", func(t *testing.T) string {
-			return "dynamodb://?endpoint=" + testenv.DynamoDBEndpoint(t) + "&region=us-east-1&table=" + testenv.DynamoDBTable(t) + "&create_table=true"
-		}},
+	var out []kvStore
+	for _, d := range []string{"mem", "local", "postgres", "dynamodb"} {
+		out = append(out, kvStore{d, func(t *testing.T) string { return kvtest.ProcessDSN(t, d) }})
 	}
+	return out
 }
 
 func testCtx(t *testing.T, d time.Duration) context.Context {

@@ -8,6 +8,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/kvproxy/kvproxy/internal/testenv"
+	"github.com/kvproxy/kvproxy/kv/kvtest"
 )
 
 // benchTarget is one place the simulator can be pointed at. Adding a
@@ -20,6 +23,15 @@ type benchTarget struct {
 func benchTargets() []benchTarget {
 	targets := []benchTarget{
 		{"direct", func(b *testing.B) string { return freshDB(b) }},
+	}
+	// kvproxy in kv-only on each KV driver, in front of an upstream that
+	// keeps the non-ref-store tables (schema_migrations).
+	for _, driver := range []string{"local", "postgres", "dynamodb"} {
+		targets = append(targets, benchTarget{"kvproxy-" + driver, func(b *testing.B) string {
+			p := testenv.StartProxy(b, "--phase", "kv-only", "--upstream", freshDB(b),
+				"--kv-driver", driver, "--kv-dsn", kvtest.ProcessDSN(b, driver))
+			return p.DSN
+		}})
 	}
 	// An externally started endpoint (e.g. a kvproxy in front of a database
 	// that already holds schema.sql) can be benchmarked without code changes.
