@@ -10,7 +10,7 @@ import (
 
 	"github.com/kvproxy/kvproxy/kv/mem"
 	"github.com/kvproxy/kvproxy/metrics"
-	"github.com/kvproxy/kvproxy/metrics/internal/headless"
+	"github.com/kvproxy/kvproxy/metrics/pagetest"
 	"github.com/kvproxy/kvproxy/shadow/control"
 )
 
@@ -18,7 +18,7 @@ import (
 // migration in the middle of a cutover with all three sources reporting,
 // loads it in headless Chromium and reads the rendered DOM.
 func TestStatusPageRendersInChromium(t *testing.T) {
-	bin := headless.Chromium(t)
+	bin := pagetest.Chromium(t)
 	ctx := context.Background()
 	ctl := control.NewStore(mem.New(), nil)
 	if _, err := ctl.Init(ctx, control.DualWrite, "operator"); err != nil {
@@ -70,7 +70,7 @@ func TestStatusPageRendersInChromium(t *testing.T) {
 	a.SetStatus(c)
 	base := serveAdmin(t, a, "127.0.0.1:0")
 
-	dom := headless.DumpDOM(t, bin, base+"/")
+	dom := pagetest.DumpDOM(t, bin, base+"/")
 	byID := func(id string) string {
 		re := regexp.MustCompile(`id="` + regexp.QuoteMeta(id) + `"[^>]*>([^<]*)<`)
 		if m := re.FindStringSubmatch(dom); m != nil {
@@ -114,13 +114,13 @@ func TestStatusPageRendersInChromium(t *testing.T) {
 		t.Error("the page shows an API error")
 	}
 
-	_, img := headless.Screenshot(t, bin, base+"/", "status-page-cutover.png")
+	_, img := pagetest.Screenshot(t, bin, base+"/", "status-page-cutover.png")
 	// The current phase step and the badge are drawn in the accent colour,
 	// the backfill bar in green: a page without its CSS has neither.
-	if n := headless.CountColor(img, 0x3867d6, 8); n < 2000 {
+	if n := pagetest.CountColor(img, 0x3867d6, 8); n < 2000 {
 		t.Errorf("screenshot has %d accent pixels; the page did not render its styles", n)
 	}
-	if n := headless.CountColor(img, 0x1f9d55, 8); n < 1000 {
+	if n := pagetest.CountColor(img, 0x1f9d55, 8); n < 1000 {
 		t.Errorf("screenshot has %d progress-bar pixels; the backfill bar is not drawn", n)
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -98,7 +99,7 @@ func statusFromStore(ctx context.Context, cfg config.Config, events int) (metric
 	store, err := drivers.Open(ctx, cfg.KV.Driver, cfg.KV.DSN)
 	if err != nil {
 		hint := ""
-		if cfg.KV.Driver == "local" {
+		if errors.Is(err, kv.ErrStoreLocked) {
 			hint = " (a running proxy holds the local store open: use --admin-url)"
 		}
 		return metrics.StatusDocument{}, fmt.Errorf("open KV store (kv.driver=%s, kv.dsn=%s): %w%s", cfg.KV.Driver, cfg.KV.DSN, err, hint)

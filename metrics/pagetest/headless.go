@@ -1,7 +1,7 @@
-// Package headless runs headless Chromium for the status page tests: it
+// Package pagetest runs headless Chromium for the status page tests: it
 // finds (or, as root, installs) the browser and runs it with a fresh
 // profile, no network services of its own, and a hard deadline.
-package headless
+package pagetest
 
 import (
 	"bytes"
@@ -124,12 +124,12 @@ func DumpDOM(t testing.TB, bin, url string) string {
 }
 
 // Screenshot loads url, saves a PNG and checks that it decodes to the
-// window size. The file goes to $KVPROXY_SCREENSHOT_DIR/name when that is
+// window size. The file goes to $KVPROXY_TEST_SCREENSHOT_DIR/name when that is
 // set (to look at it), else into the test's temp folder. It returns the
 // path and the image.
 func Screenshot(t testing.TB, bin, url, name string) (string, image.Image) {
 	t.Helper()
-	dir := os.Getenv("KVPROXY_SCREENSHOT_DIR")
+	dir := os.Getenv("KVPROXY_TEST_SCREENSHOT_DIR")
 	if dir == "" {
 		dir = t.TempDir()
 	}
