@@ -110,7 +110,19 @@ no upstream (phase kv-only).`,
 				Metrics:     m,
 				Log:         log,
 			})
-			srv, err := wire.NewServer(wire.Config{Listen: cfg.Listen, UpstreamDSN: cfg.Upstream, Observer: connObserver{m}}, router, log)
+			srv, err := wire.NewServer(wire.Config{
+				Listen:                   cfg.Listen,
+				UpstreamDSN:              cfg.Upstream,
+				TLSCertFile:              cfg.TLS.CertFile,
+				TLSKeyFile:               cfg.TLS.KeyFile,
+				Auth:                     wire.AuthMethod(cfg.Auth.Method),
+				UsersFile:                cfg.Auth.UsersFile,
+				MaxMessageSize:           cfg.Limits.MaxMessageSize,
+				MaxConnections:           cfg.Limits.MaxConnections,
+				StartupTimeout:           cfg.Limits.StartupTimeout,
+				IdleInTransactionTimeout: cfg.Limits.IdleInTransactionTimeout,
+				Observer:                 connObserver{m},
+			}, router, log)
 			if err != nil {
 				return err
 			}
@@ -152,7 +164,7 @@ no upstream (phase kv-only).`,
 				}
 			}
 			log.Info("shutting down")
-			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			sctx, cancel := context.WithTimeout(context.Background(), cfg.Limits.ShutdownTimeout)
 			defer cancel()
 			err = srv.Shutdown(sctx)
 			_ = admin.Shutdown(sctx)

@@ -33,12 +33,37 @@ var Phases = []string{PhasePassthrough, PhaseDualWrite, PhaseKVPrimary, PhaseKVO
 
 // Config is every setting of kvproxy.
 type Config struct {
-	Listen   string      `yaml:"listen" desc:"address for PostgreSQL client connections"`
-	Upstream string      `yaml:"upstream" desc:"DSN of the upstream PostgreSQL (postgres://user:pass@host:port/db?sslmode=...); empty: no upstream, everything is answered from the KV store"`
-	Phase    string      `yaml:"phase" desc:"initial migration phase when none is stored yet: passthrough, dual-write, kv-primary or kv-only"`
-	KV       KVConfig    `yaml:"kv"`
-	Admin    AdminConfig `yaml:"admin"`
-	Log      LogConfig   `yaml:"log"`
+	Listen   string       `yaml:"listen" desc:"address for PostgreSQL client connections"`
+	Upstream string       `yaml:"upstream" desc:"DSN of the upstream PostgreSQL (postgres://user:pass@host:port/db?sslmode=...); empty: no upstream, everything is answered from the KV store"`
+	Phase    string       `yaml:"phase" desc:"initial migration phase when none is stored yet: passthrough, dual-write, kv-primary or kv-only"`
+	KV       KVConfig     `yaml:"kv"`
+	TLS      TLSConfig    `yaml:"tls"`
+	Auth     AuthConfig   `yaml:"auth"`
+	Limits   LimitsConfig `yaml:"limits"`
+	Admin    AdminConfig  `yaml:"admin"`
+	Log      LogConfig    `yaml:"log"`
+}
+
+// TLSConfig enables TLS for clients.
+type TLSConfig struct {
+	CertFile string `yaml:"cert_file" desc:"PEM certificate for client TLS (SSLRequest); empty: clients are answered 'N' and stay in the clear"`
+	KeyFile  string `yaml:"key_file" desc:"PEM private key for tls.cert_file"`
+}
+
+// AuthConfig is how clients authenticate to the proxy. The proxy
+// authenticates to the upstream with the credentials of upstream.
+type AuthConfig struct {
+	Method    string `yaml:"method" desc:"client authentication: trust, scram-sha-256, md5 or password (password only over TLS)"`
+	UsersFile string `yaml:"users_file" desc:"file of \"user\" \"secret\" lines (PgBouncer auth_file format; secrets: plaintext, md5..., or SCRAM-SHA-256 verifiers)"`
+}
+
+// LimitsConfig bounds what clients can make the proxy do.
+type LimitsConfig struct {
+	MaxMessageSize           int           `yaml:"max_message_size" desc:"largest client message in bytes; larger ones get 08P01 and a closed connection"`
+	MaxConnections           int           `yaml:"max_connections" desc:"client sessions at once; more get FATAL 53300"`
+	StartupTimeout           time.Duration `yaml:"startup_timeout" desc:"time a new client has to finish startup and authentication"`
+	IdleInTransactionTimeout time.Duration `yaml:"idle_in_transaction_timeout" desc:"close sessions idle inside a transaction this long (FATAL 25P03); 0 disables"`
+	ShutdownTimeout          time.Duration `yaml:"shutdown_timeout" desc:"on SIGTERM, how long open transactions may take to finish before sessions are closed"`
 }
 
 // KVConfig selects the KV store.
@@ -66,6 +91,8 @@ func Default() Config {
 		Listen: "127.0.0.1:6432",
 		Phase:  PhaseKVOnly,
 		KV:     KVConfig{Driver: "local", DSN: "./data/kvproxy.db"},
+		Auth:   AuthConfig{Method: "trust"},
+		Limits: LimitsConfig{MaxMessageSize: 64 << 20, MaxConnections: 1000, StartupTimeout: 10 * time.Second, ShutdownTimeout: 30 * time.Second},
 		Admin:  AdminConfig{Listen: "127.0.0.1:9187"},
 		Log:    LogConfig{Level: "info", Format: "text"},
 	}
@@ -244,6 +271,40 @@ func (c Config) Validate() error {
 	}
 	if c.KV.Driver != "mem" && c.KV.DSN == "" {
 		return bad("kv.dsn", "empty; driver %s needs a DSN", c.KV.Driver)
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		return bad("tls.key_file", "tls.cert_file and tls.key_file go together; set both or neither")
+	}
+	for key, path := range map[string]string{"tls.cert_file": c.TLS.CertFile, "tls.key_file": c.TLS.KeyFile, "auth.users_file": c.Auth.UsersFile} {
+		if path == "" {
+			continue
+		}
+		if _, err := os.Stat(path); err != nil {
+			return bad(key, "%v", err)
+		}
+	}
+	if !oneOf(c.Auth.Method, "trust", "scram-sha-256", "md5", "password") {
+		return bad("auth.method", "%q; use trust, scram-sha-256, md5 or password", c.Auth.Method)
+	}
+	if c.Auth.Method != "trust" && c.Auth.UsersFile == "" {
+		return bad("auth.users_file", "auth.method %s needs the users and their secrets", c.Auth.Method)
+	}
+	if c.Auth.Method == "password" && c.TLS.CertFile == "" {
+		return bad("auth.method", "password sends passwords in the clear and needs TLS (tls.cert_file, tls.key_file); use scram-sha-256")
+	}
+	if c.Limits.MaxMessageSize < 1024 {
+		return bad("limits.max_message_size", "%d bytes is too small; use at least 1024 (default 67108864)", c.Limits.MaxMessageSize)
+	}
+	if c.Limits.MaxConnections < 1 {
+		return bad("limits.max_connections", "%d; use at least 1", c.Limits.MaxConnections)
+	}
+	for key, d := range map[string]time.Duration{"limits.startup_timeout": c.Limits.StartupTimeout, "limits.shutdown_timeout": c.Limits.ShutdownTimeout} {
+		if d <= 0 {
+			return bad(key, "%v; use a positive duration such as 10s", d)
+		}
+	}
+	if c.Limits.IdleInTransactionTimeout < 0 {
+		return bad("limits.idle_in_transaction_timeout", "%v; use 0 (off) or a positive duration", c.Limits.IdleInTransactionTimeout)
 	}
 	if c.Admin.Listen != "" {
 		if err := checkHostPort(c.Admin.Listen); err != nil {

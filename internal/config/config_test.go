@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/pflag"
 )
@@ -27,9 +28,11 @@ func TestDefaultIsEmbeddedStore(t *testing.T) {
 	}
 	want := Config{
 		Listen: "127.0.0.1:6432", Phase: "kv-only",
-		KV:    KVConfig{Driver: "local", DSN: "./data/kvproxy.db"},
-		Admin: AdminConfig{Listen: "127.0.0.1:9187"},
-		Log:   LogConfig{Level: "info", Format: "text"},
+		KV:     KVConfig{Driver: "local", DSN: "./data/kvproxy.db"},
+		Auth:   AuthConfig{Method: "trust"},
+		Limits: LimitsConfig{MaxMessageSize: 64 << 20, MaxConnections: 1000, StartupTimeout: 10 * time.Second, ShutdownTimeout: 30 * time.Second},
+		Admin:  AdminConfig{Listen: "127.0.0.1:9187"},
+		Log:    LogConfig{Level: "info", Format: "text"},
 	}
 	if c != want {
 		t.Fatalf("defaults = %+v, want %+v", c, want)
@@ -104,6 +107,14 @@ func TestInvalidNamesTheKey(t *testing.T) {
 		{"unknown env", "", []string{"KVPROXY_LISTNE=x"}, nil, "unknown environment variable KVPROXY_LISTNE"},
 		{"unknown file key", "listne: x\n", nil, nil, "field listne not found"},
 		{"file type error", "kv: 3\n", nil, nil, "config file"},
+		{"tls half set", "", nil, []string{"--tls-cert-file", "/etc/hosts"}, "tls.key_file: tls.cert_file and tls.key_file go together"},
+		{"missing cert file", "", nil, []string{"--tls-cert-file", "/nonexistent.pem", "--tls-key-file", "/nonexistent.key"}, "tls."},
+		{"unknown auth", "", nil, []string{"--auth-method", "kerberos"}, "auth.method: \"kerberos\""},
+		{"scram needs users", "", nil, []string{"--auth-method", "scram-sha-256"}, "auth.users_file: auth.method scram-sha-256 needs"},
+		{"password needs tls", "", nil, []string{"--auth-method", "password", "--auth-users-file", "/etc/hosts"}, "needs TLS"},
+		{"bad duration", "", []string{"KVPROXY_LIMITS_STARTUP_TIMEOUT=soon"}, nil, "limits.startup_timeout: \"soon\" is not a duration"},
+		{"zero startup timeout", "", nil, []string{"--limits-startup-timeout", "0s"}, "limits.startup_timeout: 0s"},
+		{"tiny messages", "limits:\n  max_message_size: 10\n", nil, nil, "limits.max_message_size: 10 bytes"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
