@@ -34,11 +34,11 @@ func instanceName() string {
 // connObserver feeds the wire layer's connection events into metrics.
 type connObserver struct{ m *metrics.Metrics }
 
-func (o connObserver) ClientConnOpened()   { o.m.ClientConnections.Inc() }
-func (o connObserver) ClientConnClosed()   { o.m.ClientConnections.Dec() }
+func (o connObserver) ClientConnOpened()         { o.m.ClientConnections.Inc() }
+func (o connObserver) ClientConnClosed()         { o.m.ClientConnections.Dec() }
 func (o connObserver) ClientConnRejected(string) {}
-func (o connObserver) UpstreamConnOpened() { o.m.UpstreamConnections.Inc() }
-func (o connObserver) UpstreamConnClosed() { o.m.UpstreamConnections.Dec() }
+func (o connObserver) UpstreamConnOpened()       { o.m.UpstreamConnections.Inc() }
+func (o connObserver) UpstreamConnClosed()       { o.m.UpstreamConnections.Dec() }
 
 func newServeCmd() *cobra.Command {
 	return &cobra.Command{
