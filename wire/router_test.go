@@ -15,6 +15,13 @@ import (
 
 func connect(t *testing.T, ctx context.Context, dsn string) *pgx.Conn {
 	t.Helper()
+	return connect0(t, dsn)
+}
+
+func connect0(t testing.TB, dsn string) *pgx.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
@@ -424,5 +431,35 @@ func TestPassthroughRouterAndFunctionCall(t *testing.T) {
 				t.Fatalf("function call messages %q", got)
 			}
 		})
+	}
+}
+
+func TestSessionCloseCallbacks(t *testing.T) {
+	r := &testRouter{}
+	p := startProxy(t, Config{}, r)
+	ctx := ctxT(t)
+	for i := 0; i < 3; i++ {
+		conn, err := pgx.Connect(ctx, p.dsn("", ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 2 {
+			// Ended by the client vanishing, not by Terminate.
+			conn.PgConn().Conn().Close()
+		}
+		conn.Close(ctx)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r.mu.Lock()
+		n := r.closed
+		r.mu.Unlock()
+		if n == 3 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("OnClose ran %d times, want 3", n)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

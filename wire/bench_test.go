@@ -1,0 +1,40 @@
+package wire
+
+import (
+	"testing"
+
+	"github.com/kvproxy/kvproxy/internal/testenv"
+)
+
+// BenchmarkSelect measures one round trip (pgx, extended protocol) directly
+// and through the proxy's two paths.
+func BenchmarkSelect(b *testing.B) {
+	up := testenv.PostgresDB(b)
+	targets := []struct {
+		name   string
+		router Router
+		direct bool
+	}{{"direct", nil, true}, {"relay", nil, false}, {"routed", forwardAll{}, false}, {"local", &testRouter{}, false}}
+	for _, tg := range targets {
+		b.Run(tg.name, func(b *testing.B) {
+			dsn := up
+			q := `SELECT $1::int8`
+			if !tg.direct {
+				p := startProxy(b, Config{UpstreamDSN: up}, tg.router)
+				dsn = p.dsn("", "")
+			}
+			if tg.name == "local" {
+				q = `/*local*/ ECHO $1`
+			}
+			ctx := b.Context()
+			conn := connect0(b, dsn)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				var v int64
+				if err := conn.QueryRow(ctx, q, int64(i)).Scan(&v); err != nil || v != int64(i) {
+					b.Fatalf("%d %v", v, err)
+				}
+			}
+		})
+	}
+}
