@@ -1,0 +1,117 @@
+package dirty
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Syncer makes the secondary store hold what the authoritative store holds
+// for one key (a whole key: every row of the set, deleting extras). It must
+// be idempotent and safe to run concurrently with writers: it is run for
+// keys whose writes may still be in flight.
+type Syncer interface {
+	Sync(ctx context.Context, k Key) error
+}
+
+// Repairer drains a dirty-key log through a Syncer.
+type Repairer struct {
+	Log    Log
+	Syncer Syncer
+	// MinAge leaves entries younger than this to the mirror that logged
+	// them. Default 5s.
+	MinAge time.Duration
+	// Batch bounds the entries handled per round. Default 500.
+	Batch int
+	// Every is the pause between rounds. Default 1s.
+	Every  time.Duration
+	Now    func() time.Time
+	Logger *slog.Logger
+	// OnRound, if set, is told the log size and repairs after each round
+	// (for metrics).
+	OnRound func(remaining int64, repaired int)
+}
+
+func (r *Repairer) defaults() {
+	if r.MinAge <= 0 {
+		r.MinAge = 5 * time.Second
+	}
+	if r.Batch <= 0 {
+		r.Batch = 500
+	}
+	if r.Every <= 0 {
+		r.Every = time.Second
+	}
+	if r.Now == nil {
+		r.Now = time.Now
+	}
+	if r.Logger == nil {
+		r.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// RunOnce repairs one batch of old enough entries. Entries whose key synced
+// are cleared; the others stay for the next round. It returns how many
+// entries it cleared and the first sync error.
+func (r *Repairer) RunOnce(ctx context.Context) (int, error) {
+	r.defaults()
+	entries, err := r.Log.List(ctx, r.Now().Add(-r.MinAge), r.Batch)
+	if err != nil {
+		return 0, err
+	}
+	// Several entries may name one key: sync it once.
+	byKey := map[string][]string{}
+	keys := map[string]Key{}
+	var order []string
+	for _, e := range entries {
+		id := e.Key.String()
+		if _, ok := keys[id]; !ok {
+			order = append(order, id)
+			keys[id] = e.Key
+		}
+		byKey[id] = append(byKey[id], e.Ref)
+	}
+	var done []string
+	var firstErr error
+	for _, id := range order {
+		if err := r.Syncer.Sync(ctx, keys[id]); err != nil {
+			if firstErr == nil {
+				firstErr = fmt.Errorf("dirty: repair %s: %w", id, err)
+			}
+			if errors.Is(err, context.Canceled) {
+				break
+			}
+			continue
+		}
+		done = append(done, byKey[id]...)
+	}
+	if err := r.Log.Delete(ctx, done); err != nil {
+		return 0, err
+	}
+	return len(done), firstErr
+}
+
+// Run repairs until ctx ends.
+func (r *Repairer) Run(ctx context.Context) {
+	r.defaults()
+	t := time.NewTicker(r.Every)
+	defer t.Stop()
+	for {
+		n, err := r.RunOnce(ctx)
+		if err != nil && ctx.Err() == nil {
+			r.Logger.Warn("dirty-key repair", "err", err)
+		}
+		if r.OnRound != nil {
+			if remaining, cerr := r.Log.Count(ctx); cerr == nil {
+				r.OnRound(remaining, n)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
