@@ -1,0 +1,117 @@
+package migrate
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/rs/xid"
+
+	"github.com/kvproxy/kvproxy/kv"
+	"github.com/kvproxy/kvproxy/refstore"
+	"github.com/kvproxy/kvproxy/refstore/graveler"
+	"google.golang.org/protobuf/proto"
+)
+
+// maxBatch keeps a batch within every driver's atomic limit (DynamoDB's
+// TransactWriteItems takes 100 items).
+const maxBatch = 100
+
+// item is one row on its way into KV.
+type item struct {
+	key     Key
+	pk, k   []byte
+	value   []byte
+	written bool
+}
+
+// createIfAbsent writes every item whose key is absent and marks it
+// written; a present key (a dual write, or an earlier run, got there first)
+// is left alone. Batches are atomic, so one present key fails its batch,
+// which is then retried key by key.
+func createIfAbsent(ctx context.Context, s kv.Store, items []*item) error {
+	b, _ := s.(kv.Batcher)
+	for start := 0; start < len(items); start += maxBatch {
+		chunk := items[start:min(start+maxBatch, len(items))]
+		if b != nil && len(chunk) > 1 {
+			ops := make([]kv.Op, len(chunk))
+			for i, it := range chunk {
+				ops[i] = kv.Op{Kind: kv.OpSetIf, PartitionKey: it.pk, Key: it.k, Value: it.value}
+			}
+			err := b.Batch(ctx, ops)
+			if err == nil {
+				for _, it := range chunk {
+					it.written = true
+				}
+				continue
+			}
+			if !errors.Is(err, kv.ErrPredicateFailed) && !errors.Is(err, kv.ErrBatchTooLarge) {
+				return fmt.Errorf("write batch: %w", err)
+			}
+		}
+		for _, it := range chunk {
+			err := s.SetIf(ctx, it.pk, it.k, it.value, nil)
+			switch {
+			case err == nil:
+				it.written = true
+			case errors.Is(err, kv.ErrPredicateFailed):
+			default:
+				return fmt.Errorf("write %s: %w", it.key, err)
+			}
+		}
+	}
+	return nil
+}
+
+// deleteIf removes pk/key only if its value is still exactly value.
+// deleted is false when the value had changed (someone else's write, which
+// must stay) or the key was gone.
+func deleteIf(ctx context.Context, s kv.Store, pk, key, value []byte) (deleted bool, err error) {
+	if b, ok := s.(kv.Batcher); ok {
+		err := b.Batch(ctx, []kv.Op{{Kind: kv.OpDeleteIf, PartitionKey: pk, Key: key, Predicate: value}})
+		if err == nil {
+			return true, nil
+		}
+		if errors.Is(err, kv.ErrPredicateFailed) {
+			return false, nil
+		}
+		if !errors.Is(err, kv.ErrBatchTooLarge) {
+			return false, err
+		}
+	}
+	// Without a conditional delete the check and the delete are two
+	// steps; every kvproxy driver is a Batcher, so this is a fallback for
+	// third-party stores only.
+	cur, err := s.Get(ctx, pk, key)
+	if errors.Is(err, kv.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if !bytes.Equal(cur.Value, value) {
+		return false, nil
+	}
+	return true, s.Delete(ctx, pk, key)
+}
+
+// repoRecord returns the KV record of a repository, nil if absent.
+func repoRecord(ctx context.Context, s kv.Store, id string) (*graveler.RepositoryData, []byte, error) {
+	v, err := s.Get(ctx, []byte(refstore.GravelerPartition), refstore.RepoKey(id))
+	if errors.Is(err, kv.ErrNotFound) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("read repository %q: %w", id, err)
+	}
+	var rd graveler.RepositoryData
+	if err := proto.Unmarshal(v.Value, &rd); err != nil {
+		return nil, nil, fmt.Errorf("%w: repository %q: %v", refstore.ErrCorrupt, id, err)
+	}
+	return &rd, v.Value, nil
+}
+
+// newUID is how a repository copied from PostgreSQL gets its instance uid:
+// an xid, as lakeFS's NewRepoInstanceID.
+func newUID() string { return xid.New().String() }

@@ -1,0 +1,385 @@
+package migrate
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/kvproxy/kvproxy/refstore"
+	"github.com/kvproxy/kvproxy/refstore/graveler"
+)
+
+// Entity names, as used in reports, records and metric labels.
+const (
+	EntityRepositories = "repositories"
+	EntityCommits      = "commits"
+	EntityBranches     = "branches"
+	EntityTags         = "tags"
+	EntityStaging      = "staging"
+)
+
+// Entities lists the entities in copy order.
+func Entities() []string {
+	return []string{EntityRepositories, EntityCommits, EntityBranches, EntityTags, EntityStaging}
+}
+
+// ErrBadKey is returned for a Key that names no row (unknown entity, empty
+// id).
+var ErrBadKey = errors.New("migrate: bad key")
+
+// Key names one ref-store row, whichever store holds it. Repository is the
+// repository id for every entity but staging; ID is the repository, commit,
+// branch or tag id, or the staging token for staging; StagingKey is the
+// object key of a staged entry.
+type Key struct {
+	Entity     string `json:"entity"`
+	Repository string `json:"repository,omitempty"`
+	ID         string `json:"id"`
+	StagingKey []byte `json:"staging_key,omitempty"`
+}
+
+func (k Key) String() string {
+	switch k.Entity {
+	case EntityRepositories:
+		return "repositories/" + k.ID
+	case EntityStaging:
+		return fmt.Sprintf("staging/%s/%q", k.ID, k.StagingKey)
+	default:
+		return k.Entity + "/" + k.Repository + "/" + k.ID
+	}
+}
+
+func (k Key) check() error {
+	ok := k.ID != ""
+	switch k.Entity {
+	case EntityRepositories:
+	case EntityCommits, EntityBranches, EntityTags:
+		ok = ok && k.Repository != ""
+	case EntityStaging:
+		ok = ok && len(k.StagingKey) > 0
+	default:
+		ok = false
+	}
+	if !ok {
+		return fmt.Errorf("%w: %+v", ErrBadKey, k)
+	}
+	return nil
+}
+
+// inRepoPartition tells whether the key lives in its repository's partition.
+func (k Key) inRepoPartition() bool {
+	return k.Entity == EntityCommits || k.Entity == EntityBranches || k.Entity == EntityTags
+}
+
+// location is where k lives in KV; uid is the repository's instance uid
+// (ignored for repositories and staging).
+func (k Key) location(uid string) (pk, key []byte) {
+	switch k.Entity {
+	case EntityRepositories:
+		return []byte(refstore.GravelerPartition), refstore.RepoKey(k.ID)
+	case EntityCommits:
+		return refstore.RepoPartition(k.Repository, uid), refstore.CommitKey(k.ID)
+	case EntityBranches:
+		return refstore.RepoPartition(k.Repository, uid), refstore.BranchKey(k.ID)
+	case EntityTags:
+		return refstore.RepoPartition(k.Repository, uid), refstore.TagKey(k.ID)
+	default:
+		return refstore.StagingPartition(k.ID), k.StagingKey
+	}
+}
+
+// Row is one ref-store row of either store; exactly the field of its
+// Entity is set.
+type Row struct {
+	Entity string
+	Repo   refstore.RepositoryRow
+	Commit refstore.CommitRow
+	Branch refstore.BranchRow
+	Tag    refstore.TagRow
+	Staged refstore.StagingRow
+	// State is the repository state of a KV record (ACTIVE for SQL rows).
+	State graveler.RepositoryState
+	// InstanceUID is the uid of a KV repository record.
+	InstanceUID string
+}
+
+// Key returns the row's key.
+func (r Row) Key() Key {
+	switch r.Entity {
+	case EntityRepositories:
+		return Key{Entity: r.Entity, ID: r.Repo.ID}
+	case EntityCommits:
+		return Key{Entity: r.Entity, Repository: r.Commit.RepositoryID, ID: r.Commit.ID}
+	case EntityBranches:
+		return Key{Entity: r.Entity, Repository: r.Branch.RepositoryID, ID: r.Branch.ID}
+	case EntityTags:
+		return Key{Entity: r.Entity, Repository: r.Tag.RepositoryID, ID: r.Tag.ID}
+	default:
+		return Key{Entity: EntityStaging, ID: r.Staged.StagingToken, StagingKey: r.Staged.Key}
+	}
+}
+
+// marshal is deterministic so that re-encoding an unchanged row gives the
+// very bytes that were written, which the CaS clean-ups compare against.
+var marshal = proto.MarshalOptions{Deterministic: true}
+
+// encode returns the KV value of a SQL row; uid is the repository
+// instance uid for a repository row.
+func encode(r Row, uid string) ([]byte, error) {
+	var m proto.Message
+	var err error
+	switch r.Entity {
+	case EntityRepositories:
+		m, err = refstore.RepositoryToProto(r.Repo, uid)
+	case EntityCommits:
+		m, err = refstore.CommitToProto(r.Commit)
+	case EntityBranches:
+		m, err = refstore.BranchToProto(r.Branch)
+	case EntityTags:
+		m, err = refstore.TagToProto(r.Tag)
+	case EntityStaging:
+		m, err = refstore.StagingToProto(r.Staged)
+	default:
+		return nil, fmt.Errorf("%w: entity %q", ErrBadKey, r.Entity)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return marshal.Marshal(m)
+}
+
+// decode reads the KV value of key k into a Row.
+func decode(k Key, kvKey, v []byte) (Row, error) {
+	r := Row{Entity: k.Entity}
+	var err error
+	switch k.Entity {
+	case EntityRepositories:
+		var d graveler.RepositoryData
+		if err = proto.Unmarshal(v, &d); err == nil {
+			r.Repo, r.State, r.InstanceUID = refstore.RepositoryFromProto(&d), d.GetState(), d.GetInstanceUid()
+		}
+	case EntityCommits:
+		var d graveler.CommitData
+		if err = proto.Unmarshal(v, &d); err == nil {
+			r.Commit = refstore.CommitFromProto(k.Repository, &d)
+		}
+	case EntityBranches:
+		var d graveler.BranchData
+		if err = proto.Unmarshal(v, &d); err == nil {
+			r.Branch = refstore.BranchFromProto(k.Repository, &d)
+		}
+	case EntityTags:
+		var d graveler.TagData
+		if err = proto.Unmarshal(v, &d); err == nil {
+			r.Tag = refstore.TagFromProto(k.Repository, &d)
+		}
+	case EntityStaging:
+		var d graveler.StagedEntryData
+		if err = proto.Unmarshal(v, &d); err == nil {
+			r.Staged = refstore.StagingFromProto(k.ID, kvKey, &d)
+		}
+	default:
+		return r, fmt.Errorf("%w: entity %q", ErrBadKey, k.Entity)
+	}
+	if err != nil {
+		return r, fmt.Errorf("%w: %s: %v", refstore.ErrCorrupt, k, err)
+	}
+	return r, nil
+}
+
+// diff compares a SQL row with a KV row on canonical values and returns ""
+// when they are equal, else what differs. Timestamps count at
+// microseconds, metadata as maps (NULL, null and {} are the empty map),
+// empty and NULL parents, identity and data are equal.
+func diff(sql, kvr Row) string {
+	var d []string
+	add := func(ok bool, what string, a, b any) {
+		if !ok {
+			d = append(d, fmt.Sprintf("%s: %v != %v", what, a, b))
+		}
+	}
+	us := func(t time.Time) time.Time { return t.Truncate(time.Microsecond).UTC() }
+	switch sql.Entity {
+	case EntityRepositories:
+		a, b := sql.Repo, kvr.Repo
+		add(a.StorageNamespace == b.StorageNamespace, "storage_namespace", a.StorageNamespace, b.StorageNamespace)
+		add(a.DefaultBranch == b.DefaultBranch, "default_branch", a.DefaultBranch, b.DefaultBranch)
+		add(us(a.CreationDate).Equal(us(b.CreationDate)), "creation_date", us(a.CreationDate), us(b.CreationDate))
+		add(kvr.State == graveler.RepositoryState_ACTIVE, "state", "ACTIVE", kvr.State)
+		add(kvr.InstanceUID != "", "instance_uid", "non-empty", `""`)
+	case EntityCommits:
+		a, b := sql.Commit, kvr.Commit
+		add(a.Committer == b.Committer, "committer", a.Committer, b.Committer)
+		add(a.Message == b.Message, "message", a.Message, b.Message)
+		add(a.MetaRangeID == b.MetaRangeID, "meta_range_id", a.MetaRangeID, b.MetaRangeID)
+		add(us(a.CreationDate).Equal(us(b.CreationDate)), "creation_date", us(a.CreationDate), us(b.CreationDate))
+		ma, erra := refstore.ParseMetadata(a.Metadata)
+		mb, errb := refstore.ParseMetadata(b.Metadata)
+		add(erra == nil && errb == nil && maps.Equal(ma, mb), "metadata", string(a.Metadata), string(b.Metadata))
+		add(slices.Equal(a.Parents, b.Parents), "parents", a.Parents, b.Parents)
+		add(a.Version == b.Version, "version", a.Version, b.Version)
+		add(a.Generation != nil && b.Generation != nil && *a.Generation == *b.Generation, "generation", deref(a.Generation), deref(b.Generation))
+		// The id is a content hash: recompute it from the KV fields, so a
+		// KV commit whose fields no longer hash to its id (hash refs would
+		// stop resolving) is a mismatch even if every compared column
+		// agreed.
+		if h, err := refstore.CommitRowID(b); err == nil && h != b.ID {
+			if ha, err := refstore.CommitRowID(a); err != nil || ha != h {
+				d = append(d, fmt.Sprintf("id: KV fields hash to %s", h))
+			}
+		}
+	case EntityBranches:
+		a, b := sql.Branch, kvr.Branch
+		add(deref(a.StagingToken) == deref(b.StagingToken), "staging_token", deref(a.StagingToken), deref(b.StagingToken))
+		add(deref(a.CommitID) == deref(b.CommitID), "commit_id", deref(a.CommitID), deref(b.CommitID))
+	case EntityTags:
+		a, b := sql.Tag, kvr.Tag
+		add(deref(a.CommitID) == deref(b.CommitID), "commit_id", deref(a.CommitID), deref(b.CommitID))
+	case EntityStaging:
+		a, b := sql.Staged, kvr.Staged
+		add(bytes.Equal(a.Key, b.Key), "key", a.Key, b.Key)
+		add((a.Identity == nil) == (b.Identity == nil), "tombstone", a.Identity == nil, b.Identity == nil)
+		add(bytes.Equal(a.Identity, b.Identity), "identity", a.Identity, b.Identity)
+		add(bytes.Equal(a.Data, b.Data), "data", a.Data, b.Data)
+	}
+	return strings.Join(d, "; ")
+}
+
+func deref[T any](p *T) any {
+	if p == nil {
+		return "NULL"
+	}
+	return *p
+}
+
+// SQL column lists and scanners, one per entity.
+const (
+	repoCols    = `id, storage_namespace, creation_date, default_branch`
+	commitCols  = `repository_id, id, committer, message, creation_date, meta_range_id, metadata::text, parents, version, generation`
+	branchCols  = `repository_id, id, staging_token, commit_id`
+	tagCols     = `repository_id, id, commit_id`
+	stagingCols = `staging_token, key, identity, data`
+)
+
+func scanRow(entity string, rows pgx.Rows) (Row, error) {
+	r := Row{Entity: entity, State: graveler.RepositoryState_ACTIVE}
+	var err error
+	switch entity {
+	case EntityRepositories:
+		err = rows.Scan(&r.Repo.ID, &r.Repo.StorageNamespace, &r.Repo.CreationDate, &r.Repo.DefaultBranch)
+	case EntityCommits:
+		var md *string
+		c := &r.Commit
+		err = rows.Scan(&c.RepositoryID, &c.ID, &c.Committer, &c.Message, &c.CreationDate, &c.MetaRangeID, &md, &c.Parents, &c.Version, &c.Generation)
+		if md != nil {
+			c.Metadata = []byte(*md)
+		}
+	case EntityBranches:
+		err = rows.Scan(&r.Branch.RepositoryID, &r.Branch.ID, &r.Branch.StagingToken, &r.Branch.CommitID)
+	case EntityTags:
+		err = rows.Scan(&r.Tag.RepositoryID, &r.Tag.ID, &r.Tag.CommitID)
+	case EntityStaging:
+		err = rows.Scan(&r.Staged.StagingToken, &r.Staged.Key, &r.Staged.Identity, &r.Staged.Data)
+	}
+	if err != nil {
+		return r, fmt.Errorf("read %s row: %w", entity, err)
+	}
+	return r, nil
+}
+
+// querier is a pool, a connection or a transaction.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+func collect(ctx context.Context, q querier, entity, sql string, args ...any) ([]Row, error) {
+	rows, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("query %s: %w", entity, err)
+	}
+	defer rows.Close()
+	var out []Row
+	for rows.Next() {
+		r, err := scanRow(entity, rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("query %s: %w", entity, err)
+	}
+	return out, nil
+}
+
+// readRow reads the current row of k from PostgreSQL; ok is false if there
+// is none.
+func readRow(ctx context.Context, q querier, k Key) (Row, bool, error) {
+	var rs []Row
+	var err error
+	switch k.Entity {
+	case EntityRepositories:
+		rs, err = collect(ctx, q, k.Entity, `SELECT `+repoCols+` FROM graveler_repositories WHERE id = $1`, k.ID)
+	case EntityCommits:
+		rs, err = collect(ctx, q, k.Entity, `SELECT `+commitCols+` FROM graveler_commits WHERE repository_id = $1 AND id = $2`, k.Repository, k.ID)
+	case EntityBranches:
+		rs, err = collect(ctx, q, k.Entity, `SELECT `+branchCols+` FROM graveler_branches WHERE repository_id = $1 AND id = $2`, k.Repository, k.ID)
+	case EntityTags:
+		rs, err = collect(ctx, q, k.Entity, `SELECT `+tagCols+` FROM graveler_tags WHERE repository_id = $1 AND id = $2`, k.Repository, k.ID)
+	case EntityStaging:
+		rs, err = collect(ctx, q, k.Entity, `SELECT `+stagingCols+` FROM graveler_staging_kv WHERE staging_token = $1 AND key = $2`, k.ID, k.StagingKey)
+	default:
+		return Row{}, false, fmt.Errorf("%w: entity %q", ErrBadKey, k.Entity)
+	}
+	if err != nil || len(rs) == 0 {
+		return Row{}, false, err
+	}
+	return rs[0], true, nil
+}
+
+// readRows re-reads the rows of keys, all of one entity (and, for entities
+// in a repository partition, one repository), in one query; the result is
+// indexed by Key.String().
+func readRows(ctx context.Context, q querier, entity string, keys []Key) (map[string]Row, error) {
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	ids := make([]string, len(keys))
+	skeys := make([][]byte, len(keys))
+	for i, k := range keys {
+		ids[i], skeys[i] = k.ID, k.StagingKey
+	}
+	var rs []Row
+	var err error
+	switch entity {
+	case EntityRepositories:
+		rs, err = collect(ctx, q, entity, `SELECT `+repoCols+` FROM graveler_repositories WHERE id = ANY($1)`, ids)
+	case EntityCommits:
+		rs, err = collect(ctx, q, entity, `SELECT `+commitCols+` FROM graveler_commits WHERE repository_id = $1 AND id = ANY($2)`, keys[0].Repository, ids)
+	case EntityBranches:
+		rs, err = collect(ctx, q, entity, `SELECT `+branchCols+` FROM graveler_branches WHERE repository_id = $1 AND id = ANY($2)`, keys[0].Repository, ids)
+	case EntityTags:
+		rs, err = collect(ctx, q, entity, `SELECT `+tagCols+` FROM graveler_tags WHERE repository_id = $1 AND id = ANY($2)`, keys[0].Repository, ids)
+	case EntityStaging:
+		rs, err = collect(ctx, q, entity, `SELECT `+stagingCols+` FROM graveler_staging_kv s
+			WHERE (s.staging_token, s.key) IN (SELECT t, k FROM unnest($1::text[], $2::bytea[]) AS u(t, k))`, ids, skeys)
+	default:
+		return nil, fmt.Errorf("%w: entity %q", ErrBadKey, entity)
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]Row, len(rs))
+	for _, r := range rs {
+		out[r.Key().String()] = r
+	}
+	return out, nil
+}

@@ -1,0 +1,780 @@
+package migrate
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/kvproxy/kvproxy/kv"
+	"github.com/kvproxy/kvproxy/metrics"
+	"github.com/kvproxy/kvproxy/refstore"
+	"github.com/kvproxy/kvproxy/refstore/graveler"
+)
+
+// Verify results, as used in reports and the kvproxy_verify_entities
+// metric's result label.
+const (
+	ResultMatch        = "match"
+	ResultMismatch     = "mismatch"
+	ResultMissingInKV  = "missing_in_kv"
+	ResultExtraInKV    = "extra_in_kv"
+	KeyVerifyLastIncr  = "verify/last-incremental"
+	defaultSampleCount = 10
+)
+
+// Direction says which store is authoritative for a repair.
+type Direction int
+
+const (
+	// SQLToKV re-copies differences from PostgreSQL into KV (the direction
+	// during dual-write, where PostgreSQL is authoritative).
+	SQLToKV Direction = iota
+	// KVToSQL re-copies differences from KV into PostgreSQL (kv-primary).
+	KVToSQL
+)
+
+func (d Direction) String() string {
+	if d == KVToSQL {
+		return "kv-to-sql"
+	}
+	return "sql-to-kv"
+}
+
+// ParseDirection reads "sql-to-kv" or "kv-to-sql".
+func ParseDirection(s string) (Direction, error) {
+	switch s {
+	case "sql-to-kv", "":
+		return SQLToKV, nil
+	case "kv-to-sql":
+		return KVToSQL, nil
+	}
+	return 0, fmt.Errorf("%w: repair direction %q (want sql-to-kv or kv-to-sql)", ErrBadKey, s)
+}
+
+// DirtyKeys is the dirty-key log as verify --incremental reads it: the
+// keys whose mirror write failed or raced since the last repair.
+type DirtyKeys interface {
+	List(ctx context.Context) ([]Key, error)
+}
+
+// Source is the upstream PostgreSQL as migrate reads it (a *pgxpool.Pool).
+type Source interface {
+	querier
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error)
+}
+
+// Sample is one difference, named.
+type Sample struct {
+	Result string `json:"result"`
+	Key    Key    `json:"key"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// EntityReport is the verify result of one entity.
+type EntityReport struct {
+	Match       int64 `json:"match"`
+	Mismatch    int64 `json:"mismatch"`
+	MissingInKV int64 `json:"missing_in_kv"`
+	ExtraInKV   int64 `json:"extra_in_kv"`
+	// SourceHashMismatch counts PostgreSQL commits whose fields do not hash
+	// to their id: not a difference between the stores, but hash refs to
+	// them do not resolve in either era.
+	SourceHashMismatch int64    `json:"source_hash_mismatch,omitempty"`
+	Samples            []Sample `json:"samples,omitempty"`
+}
+
+// Differences is mismatched + missing + extra.
+func (e *EntityReport) Differences() int64 { return e.Mismatch + e.MissingInKV + e.ExtraInKV }
+
+// Report is a verify result; the full one is stored as "verify/last".
+type Report struct {
+	Started     time.Time                `json:"started"`
+	Finished    time.Time                `json:"finished"`
+	Incremental bool                     `json:"incremental"`
+	Runs        int                      `json:"runs"`
+	Entities    map[string]*EntityReport `json:"entities"`
+	Repair      bool                     `json:"repair"`
+	Direction   string                   `json:"direction,omitempty"`
+	// Repaired differences were re-copied and re-checked equal;
+	// RepairFailed ones were not.
+	Repaired     int64 `json:"repaired"`
+	RepairFailed int64 `json:"repair_failed"`
+}
+
+// Differences is the sum over entities.
+func (r Report) Differences() int64 {
+	var n int64
+	for _, e := range r.Entities {
+		n += e.Differences()
+	}
+	return n
+}
+
+// Clean tells whether the stores were equal at the end of the verify:
+// no differences, or every one repaired and re-checked.
+func (r Report) Clean() bool {
+	return r.RepairFailed == 0 && r.Differences() == r.Repaired
+}
+
+func (r *Report) entity(e string) *EntityReport {
+	if r.Entities == nil {
+		r.Entities = map[string]*EntityReport{}
+	}
+	if r.Entities[e] == nil {
+		r.Entities[e] = &EntityReport{}
+	}
+	return r.Entities[e]
+}
+
+// VerifyOptions configures a Verifier. Source and KV are required.
+type VerifyOptions struct {
+	Source Source
+	KV     kv.Store
+	// PageSize is the rows fetched per cursor round trip (default 1000).
+	PageSize int
+	// Samples is how many keys per entity a report names (default 10).
+	Samples int
+	// IncludeOrphans also verifies staged entries of tokens no branch
+	// references.
+	IncludeOrphans bool
+	// Repair re-copies each difference in Direction and re-checks it.
+	Repair    bool
+	Direction Direction
+	// Dirty is the dirty-key log; Incremental checks only its keys.
+	Dirty       DirtyKeys
+	Incremental bool
+	Metrics     *metrics.Metrics
+	Progress    *Progress
+	Log         *slog.Logger
+	// AfterRepository is called after each repository's rows were checked
+	// (tests use it to stop a run half-way).
+	AfterRepository func(repo string)
+}
+
+// verifyCheckpoint is the "verify/checkpoint" record, written after every
+// repository.
+type verifyCheckpoint struct {
+	Stage    string `json:"stage"`
+	LastRepo string `json:"last_repo"`
+	Rows     int64  `json:"rows"`
+	Report   Report `json:"report"`
+}
+
+// Verifier compares PostgreSQL and KV.
+type Verifier struct {
+	o      VerifyOptions
+	tx     pgx.Tx
+	rep    Report
+	cp     verifyCheckpoint
+	cursor int
+	total  int64
+}
+
+// NewVerifier checks the options.
+func NewVerifier(o VerifyOptions) (*Verifier, error) {
+	if o.Source == nil || o.KV == nil {
+		return nil, errors.New("migrate: verify needs a source and a KV store")
+	}
+	if o.Incremental && o.Dirty == nil {
+		return nil, errors.New("migrate: incremental verify needs the dirty-key log")
+	}
+	if o.PageSize <= 0 {
+		o.PageSize = 1000
+	}
+	if o.Samples <= 0 {
+		o.Samples = defaultSampleCount
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Verifier{o: o}, nil
+}
+
+// Run verifies (and repairs), stores the report and returns it.
+func (v *Verifier) Run(ctx context.Context) (Report, error) {
+	if v.o.Incremental {
+		return v.runIncremental(ctx)
+	}
+	err := getRecord(ctx, v.o.KV, KeyVerifyCheckpoint, &v.cp)
+	switch {
+	case err == nil:
+		v.cp.Report.Runs++
+		v.o.Log.Info("verify resuming", "after_repository", v.cp.LastRepo, "stage", v.cp.Stage)
+	case errors.Is(err, ErrNoRecord):
+		v.cp = verifyCheckpoint{Stage: "repositories", Report: Report{Started: time.Now().UTC(), Runs: 1}}
+	default:
+		return Report{}, err
+	}
+	v.rep = v.cp.Report
+	v.rep.Repair, v.rep.Direction = v.o.Repair, v.o.Direction.String()
+	for _, e := range Entities() {
+		v.rep.entity(e)
+	}
+	// One snapshot for the SQL side; READ ONLY DEFERRABLE would wait for a
+	// safe snapshot, which a busy primary may never offer.
+	tx, err := v.o.Source.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return v.rep, fmt.Errorf("begin snapshot: %w", err)
+	}
+	v.tx = tx
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if err := v.countTotal(ctx); err != nil {
+		return v.rep, err
+	}
+	if v.cp.Stage == "repositories" {
+		if err := v.repositories(ctx); err != nil {
+			return v.rep, err
+		}
+		v.cp.Stage = "orphans"
+		if err := v.save(ctx); err != nil {
+			return v.rep, err
+		}
+	}
+	if v.o.IncludeOrphans {
+		if err := v.orphans(ctx); err != nil {
+			return v.rep, err
+		}
+	}
+	v.rep.Finished = time.Now().UTC()
+	v.publish()
+	v.o.Progress.Done("done", v.cp.Rows, v.total)
+	if err := putRecord(ctx, v.o.KV, KeyVerifyLast, v.rep); err != nil {
+		return v.rep, err
+	}
+	return v.rep, deleteRecord(ctx, v.o.KV, KeyVerifyCheckpoint)
+}
+
+func (v *Verifier) save(ctx context.Context) error {
+	v.cp.Report = v.rep
+	return putRecord(ctx, v.o.KV, KeyVerifyCheckpoint, v.cp)
+}
+
+func (v *Verifier) publish() {
+	if v.o.Metrics == nil {
+		return
+	}
+	for e, r := range v.rep.Entities {
+		v.o.Metrics.VerifyResults.WithLabelValues(e, ResultMatch).Set(float64(r.Match))
+		v.o.Metrics.VerifyResults.WithLabelValues(e, ResultMismatch).Set(float64(r.Mismatch))
+		v.o.Metrics.VerifyResults.WithLabelValues(e, ResultMissingInKV).Set(float64(r.MissingInKV))
+		v.o.Metrics.VerifyResults.WithLabelValues(e, ResultExtraInKV).Set(float64(r.ExtraInKV))
+	}
+}
+
+func (v *Verifier) countTotal(ctx context.Context) error {
+	var n int64
+	err := v.tx.QueryRow(ctx, `SELECT (SELECT count(*) FROM graveler_repositories) + (SELECT count(*) FROM graveler_commits)
+		+ (SELECT count(*) FROM graveler_branches) + (SELECT count(*) FROM graveler_tags) + (SELECT count(*) FROM graveler_staging_kv)`).Scan(&n)
+	if err != nil {
+		return fmt.Errorf("count rows: %w", err)
+	}
+	v.total = n
+	return nil
+}
+
+// record counts one compared key and, with Repair, repairs it.
+func (v *Verifier) record(ctx context.Context, result string, k Key, uid, detail string) error {
+	e := v.rep.entity(k.Entity)
+	v.cp.Rows++
+	switch result {
+	case ResultMatch:
+		e.Match++
+		v.o.Progress.Update(k.Entity, v.cp.Rows, v.total)
+		return nil
+	case ResultMismatch:
+		e.Mismatch++
+	case ResultMissingInKV:
+		e.MissingInKV++
+	case ResultExtraInKV:
+		e.ExtraInKV++
+	}
+	if len(e.Samples) < v.o.Samples {
+		e.Samples = append(e.Samples, Sample{Result: result, Key: k, Detail: detail})
+	}
+	v.o.Log.Warn("verify difference", "result", result, "key", k.String(), "detail", detail)
+	if !v.o.Repair {
+		return nil
+	}
+	if err := v.repair(ctx, k, uid); err != nil {
+		v.rep.RepairFailed++
+		v.o.Log.Error("repair failed", "key", k.String(), "err", err)
+		return nil
+	}
+	v.rep.Repaired++
+	return nil
+}
+
+// sqlCursor streams a query of the snapshot through a server-side cursor,
+// a page per round trip, so other queries of the snapshot can run between
+// pages.
+type sqlCursor struct {
+	tx     pgx.Tx
+	name   string
+	entity string
+	page   int
+	buf    []Row
+	done   bool
+}
+
+func (v *Verifier) open(ctx context.Context, entity, query string, args ...any) (*sqlCursor, error) {
+	v.cursor++
+	c := &sqlCursor{tx: v.tx, name: fmt.Sprintf("kvproxy_verify_%d", v.cursor), entity: entity, page: v.o.PageSize}
+	if _, err := v.tx.Exec(ctx, `DECLARE `+c.name+` NO SCROLL CURSOR FOR `+query, args...); err != nil {
+		return nil, fmt.Errorf("open %s cursor: %w", entity, err)
+	}
+	return c, nil
+}
+
+func (c *sqlCursor) next(ctx context.Context) (Row, bool, error) {
+	if len(c.buf) == 0 && !c.done {
+		// Describe each FETCH: the text is the same for cursors of
+		// different columns, so a cached statement would decode wrongly.
+		rows, err := collect(ctx, c.tx, c.entity, fmt.Sprintf(`FETCH %d FROM %s`, c.page, c.name), pgx.QueryExecModeDescribeExec)
+		if err != nil {
+			return Row{}, false, err
+		}
+		c.buf, c.done = rows, len(rows) < c.page
+	}
+	if len(c.buf) == 0 {
+		return Row{}, false, nil
+	}
+	r := c.buf[0]
+	c.buf = c.buf[1:]
+	return r, true, nil
+}
+
+func (c *sqlCursor) close(ctx context.Context) {
+	_, _ = c.tx.Exec(ctx, `CLOSE `+c.name)
+}
+
+// kvSide is a KV scan of keys under prefix, sorted like the SQL side
+// (bytewise on what follows the prefix).
+type kvSide struct {
+	it     kv.EntriesIterator
+	prefix []byte
+}
+
+func (s *kvSide) next() (suffix, key, value []byte, ok bool, err error) {
+	if s.it == nil {
+		return nil, nil, nil, false, nil
+	}
+	if !s.it.Next() {
+		return nil, nil, nil, false, s.it.Err()
+	}
+	e := s.it.Entry()
+	return e.Key[len(s.prefix):], e.Key, e.Value, true, nil
+}
+
+// merge walks SQL rows and KV entries in the same order and records each
+// key as match, mismatch, missing or extra. sortKey gives a SQL row's
+// position; keyOf names a KV-only entry; onKV sees every decoded KV row.
+func (v *Verifier) merge(ctx context.Context, entity, uid string, sql *sqlCursor, kvs *kvSide,
+	sortKey func(Row) []byte, keyOf func(suffix, key []byte) Key, onBoth func(sqlRow, kvRow *Row) (string, error),
+) error {
+	defer sql.close(ctx)
+	if kvs.it != nil {
+		defer kvs.it.Close()
+	}
+	r, rok, err := sql.next(ctx)
+	if err != nil {
+		return err
+	}
+	suf, key, val, kok, err := kvs.next()
+	if err != nil {
+		return err
+	}
+	for rok || kok {
+		c := 0
+		switch {
+		case !kok:
+			c = -1
+		case !rok:
+			c = 1
+		default:
+			c = bytes.Compare(sortKey(r), suf)
+		}
+		switch {
+		case c < 0:
+			if err := v.sourceHash(r); err != nil {
+				return err
+			}
+			if onBoth != nil {
+				if _, err := onBoth(&r, nil); err != nil {
+					return err
+				}
+			}
+			if err := v.record(ctx, ResultMissingInKV, r.Key(), uid, ""); err != nil {
+				return err
+			}
+		case c > 0:
+			k := keyOf(suf, key)
+			kr, derr := decode(k, key, val)
+			if derr == nil && onBoth != nil {
+				if _, err := onBoth(nil, &kr); err != nil {
+					return err
+				}
+			}
+			if err := v.record(ctx, ResultExtraInKV, k, uid, ""); err != nil {
+				return err
+			}
+		default:
+			if err := v.sourceHash(r); err != nil {
+				return err
+			}
+			k := r.Key()
+			kr, derr := decode(k, key, val)
+			d := ""
+			if derr != nil {
+				d = derr.Error()
+				if onBoth != nil {
+					if _, err := onBoth(&r, nil); err != nil {
+						return err
+					}
+				}
+			} else {
+				d = diff(r, kr)
+				if onBoth != nil {
+					more, err := onBoth(&r, &kr)
+					if err != nil {
+						return err
+					}
+					d = joinDetail(d, more)
+				}
+			}
+			res := ResultMatch
+			if d != "" {
+				res = ResultMismatch
+			}
+			if err := v.record(ctx, res, k, uid, d); err != nil {
+				return err
+			}
+		}
+		if c <= 0 {
+			if r, rok, err = sql.next(ctx); err != nil {
+				return err
+			}
+		}
+		if c >= 0 {
+			if suf, key, val, kok, err = kvs.next(); err != nil {
+				return err
+			}
+		}
+	}
+	return ctx.Err()
+}
+
+func (v *Verifier) sourceHash(r Row) error {
+	if r.Entity != EntityCommits {
+		return nil
+	}
+	if h, err := refstore.CommitRowID(r.Commit); err != nil || h != r.Commit.ID {
+		v.rep.entity(EntityCommits).SourceHashMismatch++
+	}
+	return nil
+}
+
+func (v *Verifier) scanKV(ctx context.Context, pk, prefix, after []byte) (*kvSide, error) {
+	it, err := kv.ScanPrefix(ctx, v.o.KV, pk, prefix, after)
+	if err != nil {
+		return nil, fmt.Errorf("scan %s/%s: %w", pk, prefix, err)
+	}
+	return &kvSide{it: it, prefix: prefix}, nil
+}
+
+// repositories verifies the repository records and, after each, the rows
+// of that repository.
+func (v *Verifier) repositories(ctx context.Context) error {
+	sql, err := v.open(ctx, EntityRepositories,
+		`SELECT `+repoCols+` FROM graveler_repositories WHERE id COLLATE "C" > $1 ORDER BY id COLLATE "C"`, v.cp.LastRepo)
+	if err != nil {
+		return err
+	}
+	prefix := []byte(refstore.RepoKeyPrefix)
+	var after []byte
+	if v.cp.LastRepo != "" {
+		after = refstore.RepoKey(v.cp.LastRepo + "\x00")
+	}
+	kvs, err := v.scanKV(ctx, []byte(refstore.GravelerPartition), prefix, after)
+	if err != nil {
+		return err
+	}
+	// A repository is checkpointed once its record is counted too, i.e.
+	// when the merge reaches the next one (or ends).
+	pending := ""
+	flush := func() error {
+		if pending == "" {
+			return nil
+		}
+		v.cp.LastRepo = pending
+		if err := v.save(ctx); err != nil {
+			return err
+		}
+		if v.o.AfterRepository != nil {
+			v.o.AfterRepository(pending)
+		}
+		pending = ""
+		return nil
+	}
+	err = v.merge(ctx, EntityRepositories, "", sql, kvs,
+		func(r Row) []byte { return []byte(r.Repo.ID) },
+		func(suf, _ []byte) Key { return Key{Entity: EntityRepositories, ID: string(suf)} },
+		func(s, k *Row) (string, error) {
+			if err := flush(); err != nil {
+				return "", err
+			}
+			// Rows of the repository are checked before the record's own
+			// result is counted, so an empty partition (a wrong instance
+			// uid) can be named as the repository's mismatch.
+			id, uid := "", ""
+			if s != nil {
+				id = s.Repo.ID
+			} else {
+				id = k.Repo.ID
+			}
+			if k != nil && k.State == graveler.RepositoryState_ACTIVE {
+				uid = k.InstanceUID
+			}
+			if s != nil && k != nil && v.o.Repair && diff(*s, *k) != "" {
+				// The record is repaired first so that its rows go to the
+				// partition it names.
+				if err := v.repair(ctx, s.Key(), ""); err == nil {
+					if rd, _, err := repoRecord(ctx, v.o.KV, id); err == nil && rd != nil {
+						uid = rd.GetInstanceUid()
+					}
+				}
+			}
+			if s != nil && k == nil && v.o.Repair {
+				if err := v.repair(ctx, s.Key(), ""); err == nil {
+					if rd, _, err := repoRecord(ctx, v.o.KV, id); err == nil && rd != nil {
+						uid = rd.GetInstanceUid()
+					}
+				}
+			}
+			sqlRows, kvRows, err := v.repoRows(ctx, id, s != nil, uid)
+			if err != nil {
+				return "", err
+			}
+			more := ""
+			if s != nil && k != nil && sqlRows > 0 && kvRows == 0 {
+				// The record names a partition that holds none of the
+				// repository's rows: a wrong instance uid. With Repair the
+				// rows were just re-copied into that partition.
+				more = fmt.Sprintf("instance_uid %q: partition %q is empty while PostgreSQL has %d rows", k.InstanceUID, refstore.RepoPartition(id, k.InstanceUID), sqlRows)
+			}
+			pending = id
+			return more, nil
+		})
+	if err != nil {
+		return err
+	}
+	return flush()
+}
+
+func joinDetail(a, b string) string {
+	switch {
+	case a == "":
+		return b
+	case b == "":
+		return a
+	}
+	return a + "; " + b
+}
+
+// repoRows verifies the commits, branches, tags and staged entries of one
+// repository: the SQL rows (if inSQL) against the partition of uid ("" if
+// KV has no active record). It returns the rows seen on each side.
+func (v *Verifier) repoRows(ctx context.Context, repo string, inSQL bool, uid string) (sqlRows, kvRows int64, err error) {
+	tokens := map[string]bool{}
+	type ent struct {
+		entity, prefix, query string
+	}
+	noRepo := ""
+	if !inSQL {
+		noRepo = " AND false"
+	}
+	ents := []ent{
+		{EntityCommits, refstore.CommitKeyPrefix, `SELECT ` + commitCols + ` FROM graveler_commits WHERE repository_id = $1` + noRepo + ` ORDER BY id COLLATE "C"`},
+		{EntityBranches, refstore.BranchKeyPrefix, `SELECT ` + branchCols + ` FROM graveler_branches WHERE repository_id = $1` + noRepo + ` ORDER BY id COLLATE "C"`},
+		{EntityTags, refstore.TagKeyPrefix, `SELECT ` + tagCols + ` FROM graveler_tags WHERE repository_id = $1` + noRepo + ` ORDER BY id COLLATE "C"`},
+	}
+	for _, e := range ents {
+		sql, err := v.open(ctx, e.entity, e.query, repo)
+		if err != nil {
+			return 0, 0, err
+		}
+		kvs := &kvSide{}
+		if uid != "" {
+			if kvs, err = v.scanKV(ctx, refstore.RepoPartition(repo, uid), []byte(e.prefix), nil); err != nil {
+				sql.close(ctx)
+				return 0, 0, err
+			}
+		}
+		entity := e.entity
+		err = v.merge(ctx, entity, uid, sql, kvs,
+			func(r Row) []byte { return []byte(r.Key().ID) },
+			func(suf, _ []byte) Key { return Key{Entity: entity, Repository: repo, ID: string(suf)} },
+			func(s, k *Row) (string, error) {
+				if s != nil {
+					sqlRows++
+				}
+				if k != nil {
+					kvRows++
+				}
+				for _, r := range []*Row{s, k} {
+					if r != nil && r.Entity == EntityBranches && r.Branch.StagingToken != nil && *r.Branch.StagingToken != "" {
+						tokens[*r.Branch.StagingToken] = true
+					}
+				}
+				return "", nil
+			})
+		if err != nil {
+			return 0, 0, err
+		}
+	}
+	toks := make([]string, 0, len(tokens))
+	for t := range tokens {
+		toks = append(toks, t)
+	}
+	slices.Sort(toks)
+	for _, t := range toks {
+		if err := v.staging(ctx, t); err != nil {
+			return 0, 0, err
+		}
+	}
+	return sqlRows, kvRows, nil
+}
+
+// staging verifies the entries of one staging token.
+func (v *Verifier) staging(ctx context.Context, token string) error {
+	sql, err := v.open(ctx, EntityStaging, `SELECT `+stagingCols+` FROM graveler_staging_kv WHERE staging_token = $1 ORDER BY key`, token)
+	if err != nil {
+		return err
+	}
+	kvs, err := v.scanKV(ctx, refstore.StagingPartition(token), nil, nil)
+	if err != nil {
+		sql.close(ctx)
+		return err
+	}
+	return v.merge(ctx, EntityStaging, "", sql, kvs,
+		func(r Row) []byte { return r.Staged.Key },
+		func(suf, _ []byte) Key { return Key{Entity: EntityStaging, ID: token, StagingKey: bytes.Clone(suf)} },
+		nil)
+}
+
+// orphans verifies the tokens no branch references (as PostgreSQL sees
+// them; KV has no list of partitions to find orphans only it has).
+func (v *Verifier) orphans(ctx context.Context) error {
+	rows, err := v.tx.Query(ctx, `SELECT DISTINCT staging_token FROM graveler_staging_kv s
+		WHERE NOT EXISTS (SELECT 1 FROM graveler_branches b WHERE b.staging_token = s.staging_token) ORDER BY 1`)
+	if err != nil {
+		return fmt.Errorf("orphan tokens: %w", err)
+	}
+	toks, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("orphan tokens: %w", err)
+	}
+	for _, t := range toks {
+		if err := v.staging(ctx, t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// runIncremental checks the keys of the dirty-key log only.
+func (v *Verifier) runIncremental(ctx context.Context) (Report, error) {
+	v.rep = Report{Started: time.Now().UTC(), Runs: 1, Incremental: true, Repair: v.o.Repair, Direction: v.o.Direction.String()}
+	keys, err := v.o.Dirty.List(ctx)
+	if err != nil {
+		return v.rep, fmt.Errorf("read the dirty-key log: %w", err)
+	}
+	tx, err := v.o.Source.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return v.rep, fmt.Errorf("begin snapshot: %w", err)
+	}
+	v.tx = tx
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	seen := map[string]bool{}
+	v.total = int64(len(keys))
+	for _, k := range keys {
+		if err := k.check(); err != nil {
+			return v.rep, err
+		}
+		if seen[k.String()] {
+			continue
+		}
+		seen[k.String()] = true
+		res, uid, d, err := v.compareKey(ctx, v.tx, k)
+		if err != nil {
+			return v.rep, err
+		}
+		if err := v.record(ctx, res, k, uid, d); err != nil {
+			return v.rep, err
+		}
+	}
+	v.rep.Finished = time.Now().UTC()
+	v.o.Progress.Done("done", v.cp.Rows, v.total)
+	return v.rep, putRecord(ctx, v.o.KV, KeyVerifyLastIncr, v.rep)
+}
+
+// compareKey compares one key: the SQL row as q sees it, the KV value now.
+func (v *Verifier) compareKey(ctx context.Context, q querier, k Key) (result, uid, detail string, err error) {
+	s, sok, err := readRow(ctx, q, k)
+	if err != nil {
+		return "", "", "", err
+	}
+	kr, kok, uid, err := v.kvRow(ctx, k)
+	if err != nil {
+		return "", "", "", err
+	}
+	switch {
+	case !sok && !kok:
+		return ResultMatch, uid, "", nil
+	case !kok:
+		return ResultMissingInKV, uid, "", nil
+	case !sok:
+		return ResultExtraInKV, uid, "", nil
+	}
+	if d := diff(s, kr); d != "" {
+		return ResultMismatch, uid, d, nil
+	}
+	return ResultMatch, uid, "", nil
+}
+
+// kvRow reads the KV row of k, locating it through the repository record.
+func (v *Verifier) kvRow(ctx context.Context, k Key) (Row, bool, string, error) {
+	uid := ""
+	if k.inRepoPartition() {
+		rd, _, err := repoRecord(ctx, v.o.KV, k.Repository)
+		if err != nil {
+			return Row{}, false, "", err
+		}
+		if rd == nil || rd.GetState() != graveler.RepositoryState_ACTIVE {
+			return Row{}, false, "", nil
+		}
+		uid = rd.GetInstanceUid()
+	}
+	pk, key := k.location(uid)
+	got, err := v.o.KV.Get(ctx, pk, key)
+	if errors.Is(err, kv.ErrNotFound) {
+		return Row{}, false, uid, nil
+	}
+	if err != nil {
+		return Row{}, false, uid, fmt.Errorf("read %s: %w", k, err)
+	}
+	r, err := decode(k, key, got.Value)
+	if err != nil {
+		// A value that does not decode is a difference, not a failure.
+		return Row{Entity: k.Entity}, true, uid, nil
+	}
+	return r, true, uid, nil
+}
