@@ -21,7 +21,14 @@
 // path after LockTimeout (1s by default) instead of hanging.
 //
 // Writes are durable when they return (bbolt fsyncs every commit). Batch is
-// one bbolt read-write transaction. Scan reads one page (ScanPageSize
+// atomic. Writes are group-committed: one committer goroutine applies every
+// write that queued up while the previous commit was being fsynced in one
+// bbolt transaction, one after the other (each sees the ones before it, so
+// the order is serial), and answers them all after that transaction's
+// fsync. Concurrent writers thus share fsyncs instead of queueing for one
+// each, and a lone writer waits for no timer (unlike bbolt's DB.Batch). A
+// write whose condition fails is answered with kv.ErrPredicateFailed and
+// does not disturb the others in its group. Scan reads one page (ScanPageSize
 // entries, 1000 by default) per read transaction, so a long scan never
 // blocks writers for long or pins old pages, and keys deleted while a scan
 // runs are tolerated. Keys and partition keys are limited to 32 KiB by bbolt.

@@ -40,12 +40,33 @@ type Options struct {
 	LockTimeout time.Duration
 }
 
+// maxGroup bounds how many writers share one bbolt transaction, so that a
+// burst does not build one huge transaction whose failure re-runs them all.
+const maxGroup = 256
+
 // Store is the bbolt-backed driver.
 type Store struct {
 	db       *bolt.DB
 	path     string
 	pageSize int
 	closed   atomic.Bool
+
+	// Writes go through one committer goroutine (group commit): writers
+	// that arrive while a commit is being fsynced are applied together in
+	// the next bbolt transaction and share its fsync. reqs is unbuffered
+	// so that a request is either taken by the committer (and answered)
+	// or refused once stop is closed; none can be left behind in a buffer.
+	reqs     chan *writeReq
+	stop     chan struct{}
+	loopDone chan struct{}
+}
+
+// writeReq is one Batch call waiting for the committer.
+type writeReq struct {
+	ctx  context.Context
+	keys []kv.KeyOps
+	err  error
+	done chan struct{}
 }
 
 // Open matches the kv/drivers opener signature: dsn is the file path.
@@ -108,7 +129,10 @@ func New(ctx context.Context, path string, opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("%w: local: %s: %w", kv.ErrSetupFailed, path, err)
 	}
-	return &Store{db: db, path: path, pageSize: opts.ScanPageSize}, nil
+	st := &Store{db: db, path: path, pageSize: opts.ScanPageSize,
+		reqs: make(chan *writeReq), stop: make(chan struct{}), loopDone: make(chan struct{})}
+	go st.commitLoop()
+	return st, nil
 }
 
 // Path is the file the store uses.
@@ -180,8 +204,12 @@ func (s *Store) Delete(ctx context.Context, partitionKey, key []byte) error {
 	return s.Batch(ctx, []kv.Op{{Kind: kv.OpDelete, PartitionKey: partitionKey, Key: key}})
 }
 
-// Batch applies ops in one bbolt read-write transaction: every condition is
-// checked against the state before the batch, then the writes are applied.
+// Batch applies ops atomically: every condition is checked against the
+// state before the batch, then the writes are applied. It returns once the
+// write is on disk. Concurrent calls are group-committed: the committer
+// applies them one after the other inside one bbolt transaction (so each
+// sees the effects of those before it, a serial order) and one commit, one
+// fsync pair, makes them all durable before any of them returns.
 func (s *Store) Batch(ctx context.Context, ops []kv.Op) error {
 	if err := kv.CheckOps(ops); err != nil {
 		return err
@@ -189,52 +217,146 @@ func (s *Store) Batch(ctx context.Context, ops []kv.Op) error {
 	if err := s.check(ctx); err != nil {
 		return err
 	}
-	keys := kv.GroupOps(ops)
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		parts := tx.Bucket(partsBucket)
-		for _, k := range keys {
-			if len(k.Conds) == 0 {
-				continue
-			}
-			exists, cur := lookup(parts.Bucket(k.PartitionKey), k.Key)
-			if !k.Holds(exists, cur) {
-				return kv.ErrPredicateFailed
-			}
+	r := &writeReq{ctx: ctx, keys: kv.GroupOps(ops), done: make(chan struct{})}
+	select {
+	case s.reqs <- r:
+	case <-s.stop:
+		return fmt.Errorf("local write: %w", kv.ErrClosed)
+	}
+	// No select on ctx here: once taken, the request is decided by the
+	// committer, and returning early could report a failure for a write
+	// that lands on disk.
+	<-r.done
+	if r.err != nil {
+		return s.wrap("write", r.err)
+	}
+	return nil
+}
+
+// commitLoop takes a request, then every request that queued up meanwhile,
+// and commits them together.
+func (s *Store) commitLoop() {
+	defer close(s.loopDone)
+	group := make([]*writeReq, 0, maxGroup)
+	for {
+		select {
+		case r := <-s.reqs:
+			group = append(group[:0], r)
+		case <-s.stop:
+			return
 		}
-		// A cancelled caller gets nothing written: the check sits just
-		// before the first write so the transaction rolls back cleanly.
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		for _, k := range keys {
-			switch k.Write {
-			case kv.WritePut:
-				b, err := parts.CreateBucketIfNotExists(k.PartitionKey)
-				if err != nil {
-					return fmt.Errorf("partition %q: %w", k.PartitionKey, err)
-				}
-				if err := b.Put(k.Key, k.Value); err != nil {
-					return fmt.Errorf("key %q: %w", k.Key, err)
-				}
-			case kv.WriteDelete:
-				b := parts.Bucket(k.PartitionKey)
-				if b == nil {
-					continue
-				}
-				if err := b.Delete(k.Key); err != nil {
-					return fmt.Errorf("key %q: %w", k.Key, err)
-				}
-				if first, _ := b.Cursor().First(); first == nil {
-					if err := parts.DeleteBucket(k.PartitionKey); err != nil {
-						return fmt.Errorf("partition %q: %w", k.PartitionKey, err)
-					}
-				}
+	drain:
+		for len(group) < maxGroup {
+			select {
+			case r := <-s.reqs:
+				group = append(group, r)
+			default:
+				break drain
 			}
 		}
-		return nil
-	})
-	if err != nil {
-		return s.wrap("write", err)
+		s.commitGroup(group)
+		clear(group)
+	}
+}
+
+// errPartial marks a request whose failure came after it had started
+// writing, so the shared transaction must be rolled back.
+type errPartial struct{ err error }
+
+func (e errPartial) Error() string { return e.err.Error() }
+func (e errPartial) Unwrap() error { return e.err }
+
+// commitGroup commits the requests in one transaction. A request that fails
+// before writing anything (a predicate, a cancelled context: the usual
+// failures) is answered with its error and the others go on in the same
+// transaction. One that fails after it started writing poisons the shared
+// transaction: it is rolled back, the failing request is run alone (its
+// own error is what its caller sees) and the others are retried together.
+// Re-running is safe because a request is a pure function of the state it
+// finds: it captures nothing it mutates.
+func (s *Store) commitGroup(group []*writeReq) {
+	for len(group) > 0 {
+		failed := -1
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			for i, r := range group {
+				r.err = apply(tx, r.ctx, r.keys)
+				var p errPartial
+				if errors.As(r.err, &p) {
+					failed = i
+					return r.err
+				}
+			}
+			return nil
+		})
+		if failed < 0 {
+			for _, r := range group {
+				if r.err == nil {
+					r.err = err // the commit itself failed: nothing was written
+				}
+				close(r.done)
+			}
+			return
+		}
+		r := group[failed]
+		r.err = s.db.Update(func(tx *bolt.Tx) error { return apply(tx, r.ctx, r.keys) })
+		var p errPartial
+		if errors.As(r.err, &p) {
+			r.err = p.err
+		}
+		close(r.done)
+		group = append(group[:failed], group[failed+1:]...)
+	}
+}
+
+// apply checks every condition of one request, then writes. An error
+// before the first write leaves tx untouched; one after it is errPartial.
+func apply(tx *bolt.Tx, ctx context.Context, keys []kv.KeyOps) error {
+	parts := tx.Bucket(partsBucket)
+	for _, k := range keys {
+		if len(k.Conds) == 0 {
+			continue
+		}
+		exists, cur := lookup(parts.Bucket(k.PartitionKey), k.Key)
+		if !k.Holds(exists, cur) {
+			return kv.ErrPredicateFailed
+		}
+	}
+	// A cancelled caller gets nothing written: the check sits just before
+	// the first write.
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if err := applyWrite(parts, k); err != nil {
+			return errPartial{err}
+		}
+	}
+	return nil
+}
+
+func applyWrite(parts *bolt.Bucket, k kv.KeyOps) error {
+	switch k.Write {
+	case kv.WritePut:
+		b, err := parts.CreateBucketIfNotExists(k.PartitionKey)
+		if err != nil {
+			return fmt.Errorf("partition %q: %w", k.PartitionKey, err)
+		}
+		if err := b.Put(k.Key, k.Value); err != nil {
+			return fmt.Errorf("key %q: %w", k.Key, err)
+		}
+	case kv.WriteDelete:
+		b := parts.Bucket(k.PartitionKey)
+		if b == nil {
+			return nil
+		}
+		if err := b.Delete(k.Key); err != nil {
+			return fmt.Errorf("key %q: %w", k.Key, err)
+		}
+		if first, _ := b.Cursor().First(); first == nil {
+			if err := parts.DeleteBucket(k.PartitionKey); err != nil {
+				return fmt.Errorf("partition %q: %w", k.PartitionKey, err)
+			}
+		}
 	}
 	return nil
 }
@@ -250,11 +372,13 @@ func (s *Store) Scan(ctx context.Context, partitionKey, start []byte) (kv.Entrie
 }
 
 // Close closes the file and releases its lock. It waits for running
-// transactions to finish.
+// transactions, and the group being committed, to finish.
 func (s *Store) Close() {
 	if s.closed.Swap(true) {
 		return
 	}
+	close(s.stop)
+	<-s.loopDone // the committer finishes the group it holds
 	_ = s.db.Close()
 }
 

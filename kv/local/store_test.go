@@ -229,3 +229,166 @@ func TestScanDoesNotBlockGrowth(t *testing.T) {
 		t.Fatalf("scan after the writes: %d entries, %v", n, it.Err())
 	}
 }
+
+// TestGroupCommit runs many concurrent writers, so that the committer puts
+// several into one transaction, with a mix of outcomes inside each group:
+// unconditional writes, creates that race on one key (exactly one may win),
+// compare-and-sets against a stale value (must fail) and cancelled callers
+// (must write nothing). Every acknowledged write must survive a reopen, and
+// no failed one may leave a trace.
+func TestGroupCommit(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kv.db")
+	s, err := local.New(ctx(t), path, local.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const writers = 64
+	pk := []byte("p")
+	if err := s.Set(ctx(t), pk, []byte("cas"), []byte("current")); err != nil {
+		t.Fatal(err)
+	}
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	type outcome struct {
+		kind string
+		i    int
+		err  error
+	}
+	results := make(chan outcome, writers*4)
+	start := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var wg = make(chan struct{}, writers)
+		for i := range writers {
+			go func() {
+				defer func() { wg <- struct{}{} }()
+				<-start
+				c := ctx(t)
+				results <- outcome{"set", i, s.Set(c, pk, fmt.Appendf(nil, "set%02d", i), fmt.Appendf(nil, "v%d", i))}
+				results <- outcome{"create", i, s.SetIf(c, pk, []byte("race"), fmt.Appendf(nil, "w%d", i), nil)}
+				results <- outcome{"stale", i, s.SetIf(c, pk, []byte("cas"), []byte("lost"), kv.Predicate("old"))}
+				results <- outcome{"cancelled", i, s.Set(cancelled, pk, fmt.Appendf(nil, "never%02d", i), []byte("x"))}
+			}()
+		}
+		for range writers {
+			<-wg
+		}
+	}()
+	close(start)
+	<-done
+	close(results)
+	winners := 0
+	for r := range results {
+		var ok bool
+		switch r.kind {
+		case "set":
+			ok = r.err == nil
+		case "create":
+			ok = r.err == nil || errors.Is(r.err, kv.ErrPredicateFailed)
+			if r.err == nil {
+				winners++
+			}
+		case "stale":
+			ok = errors.Is(r.err, kv.ErrPredicateFailed)
+		case "cancelled":
+			ok = errors.Is(r.err, context.Canceled)
+		}
+		if !ok {
+			t.Errorf("%s #%d: unexpected result %v", r.kind, r.i, r.err)
+		}
+	}
+	if winners != 1 {
+		t.Errorf("%d creates of one key succeeded, want exactly 1", winners)
+	}
+	s.Close()
+
+	s, err = local.New(ctx(t), path, local.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	it, err := s.Scan(ctx(t), pk, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	got := map[string]string{}
+	for it.Next() {
+		got[string(it.Entry().Key)] = string(it.Entry().Value)
+	}
+	if it.Err() != nil {
+		t.Fatal(it.Err())
+	}
+	if got["cas"] != "current" {
+		t.Errorf("cas = %q after only stale compare-and-sets, want %q", got["cas"], "current")
+	}
+	if !strings.HasPrefix(got["race"], "w") {
+		t.Errorf("race = %q, want one writer's value", got["race"])
+	}
+	for i := range writers {
+		if v, want := got[fmt.Sprintf("set%02d", i)], fmt.Sprintf("v%d", i); v != want {
+			t.Errorf("set%02d = %q after reopen, want %q", i, v, want)
+		}
+		if _, ok := got[fmt.Sprintf("never%02d", i)]; ok {
+			t.Errorf("never%02d was written by a cancelled caller", i)
+		}
+	}
+	if len(got) != writers+2 {
+		t.Errorf("%d keys after reopen, want %d", len(got), writers+2)
+	}
+}
+
+// TestCloseWithWritersWaiting closes the store while writers keep coming:
+// each write either succeeds (and is on disk) or fails with ErrClosed, and
+// none hangs.
+func TestCloseWithWritersWaiting(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kv.db")
+	s, err := local.New(ctx(t), path, local.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const writers = 16
+	acked := make(chan string, writers*1000)
+	errs := make(chan error, writers)
+	for w := range writers {
+		go func() {
+			for i := 0; ; i++ {
+				key := fmt.Sprintf("w%02d-%04d", w, i)
+				err := s.Set(ctx(t), []byte("p"), []byte(key), []byte("v"))
+				if err != nil {
+					errs <- err
+					return
+				}
+				acked <- key
+				if i == 999 {
+					errs <- nil
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(50 * time.Millisecond)
+	s.Close()
+	for range writers {
+		select {
+		case err := <-errs:
+			if err != nil && !errors.Is(err, kv.ErrClosed) {
+				t.Errorf("write during Close: %v, want success or ErrClosed", err)
+			}
+		case <-time.After(2 * time.Minute):
+			t.Fatal("a writer hung across Close")
+		}
+	}
+	close(acked)
+	s, err = local.New(ctx(t), path, local.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for key := range acked {
+		if _, err := s.Get(ctx(t), []byte("p"), []byte(key)); err != nil {
+			t.Errorf("acknowledged write %s lost: %v", key, err)
+		}
+	}
+}
