@@ -37,8 +37,13 @@ func newStatusCollector(store kv.Store, ctl *control.Store, opt metrics.Collecto
 // Actions (backfill, verify, cutover, ...) are registered with
 // admin.HandleAction by the components that implement them; until then the
 // API answers 501 for them.
-func setupAdminAPI(admin *metrics.Admin, cfg config.Config, store kv.Store, ctl *control.Store, instanceID string, reg prometheus.Gatherer) *metrics.Collector {
+//
+// It also registers the metrics read from the control records at scrape
+// time (barrier held, live instances) on reg.
+func setupAdminAPI(admin *metrics.Admin, cfg config.Config, store kv.Store, ctl *control.Store, instanceID string, reg *prometheus.Registry) *metrics.Collector {
 	admin.SetToken(cfg.Admin.Token)
+	// Registration fails only if serve already registered these names.
+	_ = metrics.RegisterControl(reg, ctl)
 	c := newStatusCollector(store, ctl, metrics.CollectorOptions{Self: instanceID, Gatherer: reg})
 	admin.SetStatus(c)
 	return c
