@@ -1,12 +1,39 @@
 package wire
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"time"
 )
+
+// runRelayLoop relays on the server's event loop when the session
+// qualifies (plain TCP, no idle-in-transaction timeout), then continues, or
+// starts, with the goroutine relay.
+func (s *Session) runRelayLoop() error {
+	cfg := &s.srv.cfg
+	if cfg.NoEventLoop || s.tls || cfg.IdleInTransactionTimeout > 0 {
+		return s.runRelay()
+	}
+	l := s.srv.eventLoop()
+	if l == nil {
+		return s.runRelay()
+	}
+	res, ok := l.relay(s)
+	if ok {
+		s.pendingUp, s.pendingCl = res.toUp, res.toClient
+		s.needC, s.needU = res.needClient, res.needUp
+		if len(res.fromClient) > 0 {
+			s.cr.Reset(io.MultiReader(bytes.NewReader(res.fromClient), s.conn))
+		}
+		if len(res.fromUp) > 0 {
+			s.up.r.Reset(io.MultiReader(bytes.NewReader(res.fromUp), s.up.conn))
+		}
+	}
+	return s.runRelay()
+}
 
 // runRelay is the passthrough fast path: one goroutine per direction, each
 // copying whole messages between buffered connections with no decoding
@@ -39,6 +66,19 @@ func (s *Session) runRelay() error {
 // or shutdown.
 func (s *Session) relayClient() error {
 	r, w, max := s.cr, s.up.w, s.srv.cfg.MaxMessageSize
+	if len(s.pendingUp) > 0 {
+		if _, err := w.Write(s.pendingUp); err != nil {
+			return s.upstreamFailed(err)
+		}
+	}
+	if s.needC > 0 {
+		if _, err := io.CopyN(w, r, int64(s.needC)); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
 	for {
 		if r.Buffered() == 0 {
 			if err := w.Flush(); err != nil {
@@ -111,6 +151,18 @@ func (s *Session) upstreamFailed(err error) error {
 // transaction status from ReadyForQuery.
 func (s *Session) relayUpstream() error {
 	r, w := s.up.r, s.cw
+	if len(s.pendingCl) > 0 {
+		if _, err := w.Write(s.pendingCl); err != nil {
+			s.up.conn.Close()
+			return err
+		}
+	}
+	if s.needU > 0 {
+		if _, err := io.CopyN(w, r, int64(s.needU)); err != nil {
+			s.conn.Close()
+			return err
+		}
+	}
 	for {
 		if r.Buffered() == 0 {
 			if err := w.Flush(); err != nil {

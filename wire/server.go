@@ -49,6 +49,9 @@ type Server struct {
 	closing   bool
 	wg        sync.WaitGroup
 
+	loop    *eventLoop
+	loopErr error
+
 	nextPID atomic.Uint32
 	active  atomic.Int64 // includes sessions still starting up
 
@@ -114,6 +117,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() {
 		ln.Close()
 		s.closeAll()
+		go func() {
+			s.wg.Wait()
+			s.stopLoop()
+		}()
 	})
 	defer stop()
 	defer func() {
@@ -198,11 +205,37 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}()
 	select {
 	case <-done:
+		s.stopLoop()
 		return nil
 	case <-ctx.Done():
 		s.closeAll()
 		<-done
+		s.stopLoop()
 		return ctx.Err()
+	}
+}
+
+// eventLoop starts the relay event loop on first use; nil if it cannot run.
+func (s *Server) eventLoop() *eventLoop {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.loop == nil && s.loopErr == nil && !s.closing {
+		s.loop, s.loopErr = newEventLoop(s.cfg.MaxMessageSize)
+		if s.loopErr != nil {
+			s.log.Warn("relay event loop unavailable, using goroutines", "err", s.loopErr)
+		}
+	}
+	return s.loop
+}
+
+func (s *Server) stopLoop() {
+	s.mu.Lock()
+	l := s.loop
+	s.loop = nil
+	s.loopErr = ErrServerClosed
+	s.mu.Unlock()
+	if l != nil {
+		l.stop()
 	}
 }
 

@@ -73,6 +73,11 @@ type Session struct {
 	localTx     byte          // routed: status owned by local handlers, 0 = none
 	terminating atomic.Bool
 	upClosed    atomic.Bool
+	inLoop      *eventLoop // set while the event loop relays the session
+	needC       int        // relay resumes mid-frame: client bytes to pass first
+	needU       int        // same for upstream bytes
+	pendingUp   []byte     // parsed by the event loop, not yet written upstream
+	pendingCl   []byte     // same towards the client
 	rt          *routed
 	out         []byte
 }
@@ -634,6 +639,10 @@ func (s *Session) idleLocked() bool {
 func (s *Session) beginShutdown() {
 	s.mu.Lock()
 	s.shuttingDown = true
+	if l := s.inLoop; l != nil {
+		// The goroutine relay decides when the session is idle.
+		l.send(loopCmd{eject: s, ack: make(chan struct{})})
+	}
 	if s.waiting {
 		_ = s.conn.SetReadDeadline(time.Now())
 		s.deadlineSet = true
@@ -655,7 +664,12 @@ func (s *Session) wake(status byte) {
 func (s *Session) forceClose() {
 	s.mu.Lock()
 	s.closed = true
+	l := s.inLoop
 	s.mu.Unlock()
+	if l != nil {
+		// The loop must let go of the descriptors before they are closed.
+		l.eject(s)
+	}
 	s.cancel()
 	s.conn.Close()
 	if s.up != nil {
@@ -749,10 +763,10 @@ func (s *Session) finish(err error) {
 func (s *Session) run() error {
 	if s.up != nil {
 		if s.srv.router == nil {
-			return s.runRelay()
+			return s.runRelayLoop()
 		}
 		if p, ok := s.srv.router.(Passthrough); ok && p.Passthrough(s) {
-			return s.runRelay()
+			return s.runRelayLoop()
 		}
 	}
 	return s.runRouted()
