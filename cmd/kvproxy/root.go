@@ -22,6 +22,7 @@ func newRootCmd() *cobra.Command {
 	config.RegisterFlags(root.PersistentFlags())
 	root.AddCommand(newServeCmd(), newVersionCmd())
 	root.AddCommand(newStatusCmd())
+	root.AddCommand(newBackfillCmd(), newVerifyCmd())
 	return root
 }
 

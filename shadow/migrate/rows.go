@@ -42,7 +42,7 @@ var ErrBadKey = errors.New("migrate: bad key")
 type Key struct {
 	Entity     string `json:"entity"`
 	Repository string `json:"repository,omitempty"`
-	ID         string `json:"id"`
+	ID         string `json:"id,omitempty"`
 	StagingKey []byte `json:"staging_key,omitempty"`
 }
 
@@ -55,6 +55,16 @@ func (k Key) String() string {
 	default:
 		return k.Entity + "/" + k.Repository + "/" + k.ID
 	}
+}
+
+// whole tells whether k names a set of rows, as the dirty-key log does for
+// bulk statements: every row of an entity in a repository (empty ID), or
+// every entry of a staging token (nil StagingKey).
+func (k Key) whole() bool {
+	if k.Entity == EntityStaging {
+		return k.ID != "" && k.StagingKey == nil
+	}
+	return k.inRepoPartition() && k.ID == "" && k.Repository != ""
 }
 
 func (k Key) check() error {

@@ -155,6 +155,9 @@ type VerifyOptions struct {
 	Metrics     *metrics.Metrics
 	Progress    *Progress
 	Log         *slog.Logger
+	// MaxRowsPerSecond caps the compare rate (0: none), to spare a busy
+	// upstream.
+	MaxRowsPerSecond float64
 	// AfterRepository is called after each repository's rows were checked
 	// (tests use it to stop a run half-way).
 	AfterRepository func(repo string)
@@ -177,6 +180,7 @@ type Verifier struct {
 	cp     verifyCheckpoint
 	cursor int
 	total  int64
+	thr    *throttle
 }
 
 // NewVerifier checks the options.
@@ -196,7 +200,10 @@ func NewVerifier(o VerifyOptions) (*Verifier, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Verifier{o: o}, nil
+	if o.MaxRowsPerSecond < 0 {
+		return nil, fmt.Errorf("migrate: max rows per second %v is negative", o.MaxRowsPerSecond)
+	}
+	return &Verifier{o: o, thr: newThrottle(o.MaxRowsPerSecond, o.Log)}, nil
 }
 
 // Run verifies (and repairs), stores the report and returns it.
@@ -285,6 +292,11 @@ func (v *Verifier) countTotal(ctx context.Context) error {
 func (v *Verifier) record(ctx context.Context, result string, k Key, uid, detail string) error {
 	e := v.rep.entity(k.Entity)
 	v.cp.Rows++
+	if v.o.MaxRowsPerSecond > 0 && v.cp.Rows%int64(v.o.PageSize) == 0 {
+		if err := v.thr.wait(ctx, v.o.PageSize, 0); err != nil {
+			return err
+		}
+	}
 	switch result {
 	case ResultMatch:
 		e.Match++
@@ -607,38 +619,11 @@ func (v *Verifier) repoRows(ctx context.Context, repo string, inSQL bool, uid st
 		{EntityTags, refstore.TagKeyPrefix, `SELECT ` + tagCols + ` FROM graveler_tags WHERE repository_id = $1` + noRepo + ` ORDER BY id COLLATE "C"`},
 	}
 	for _, e := range ents {
-		sql, err := v.open(ctx, e.entity, e.query, repo)
+		sn, kn, err := v.entityInRepo(ctx, repo, e.entity, e.prefix, e.query, uid, tokens)
 		if err != nil {
 			return 0, 0, err
 		}
-		kvs := &kvSide{}
-		if uid != "" {
-			if kvs, err = v.scanKV(ctx, refstore.RepoPartition(repo, uid), []byte(e.prefix), nil); err != nil {
-				sql.close(ctx)
-				return 0, 0, err
-			}
-		}
-		entity := e.entity
-		err = v.merge(ctx, entity, uid, sql, kvs,
-			func(r Row) []byte { return []byte(r.Key().ID) },
-			func(suf, _ []byte) Key { return Key{Entity: entity, Repository: repo, ID: string(suf)} },
-			func(s, k *Row) (string, error) {
-				if s != nil {
-					sqlRows++
-				}
-				if k != nil {
-					kvRows++
-				}
-				for _, r := range []*Row{s, k} {
-					if r != nil && r.Entity == EntityBranches && r.Branch.StagingToken != nil && *r.Branch.StagingToken != "" {
-						tokens[*r.Branch.StagingToken] = true
-					}
-				}
-				return "", nil
-			})
-		if err != nil {
-			return 0, 0, err
-		}
+		sqlRows, kvRows = sqlRows+sn, kvRows+kn
 	}
 	toks := make([]string, 0, len(tokens))
 	for t := range tokens {
@@ -651,6 +636,40 @@ func (v *Verifier) repoRows(ctx context.Context, repo string, inSQL bool, uid st
 		}
 	}
 	return sqlRows, kvRows, nil
+}
+
+// entityInRepo verifies one entity of one repository and adds the staging
+// tokens its branches name to tokens.
+func (v *Verifier) entityInRepo(ctx context.Context, repo, entity, prefix, query, uid string, tokens map[string]bool) (sqlRows, kvRows int64, err error) {
+	sql, err := v.open(ctx, entity, query, repo)
+	if err != nil {
+		return 0, 0, err
+	}
+	kvs := &kvSide{}
+	if uid != "" {
+		if kvs, err = v.scanKV(ctx, refstore.RepoPartition(repo, uid), []byte(prefix), nil); err != nil {
+			sql.close(ctx)
+			return 0, 0, err
+		}
+	}
+	err = v.merge(ctx, entity, uid, sql, kvs,
+		func(r Row) []byte { return []byte(r.Key().ID) },
+		func(suf, _ []byte) Key { return Key{Entity: entity, Repository: repo, ID: string(suf)} },
+		func(s, k *Row) (string, error) {
+			if s != nil {
+				sqlRows++
+			}
+			if k != nil {
+				kvRows++
+			}
+			for _, r := range []*Row{s, k} {
+				if tokens != nil && r != nil && r.Entity == EntityBranches && r.Branch.StagingToken != nil && *r.Branch.StagingToken != "" {
+					tokens[*r.Branch.StagingToken] = true
+				}
+			}
+			return "", nil
+		})
+	return sqlRows, kvRows, err
 }
 
 // staging verifies the entries of one staging token.
@@ -706,13 +725,19 @@ func (v *Verifier) runIncremental(ctx context.Context) (Report, error) {
 	seen := map[string]bool{}
 	v.total = int64(len(keys))
 	for _, k := range keys {
-		if err := k.check(); err != nil {
-			return v.rep, err
-		}
 		if seen[k.String()] {
 			continue
 		}
 		seen[k.String()] = true
+		if k.whole() {
+			if err := v.wholeKey(ctx, k); err != nil {
+				return v.rep, err
+			}
+			continue
+		}
+		if err := k.check(); err != nil {
+			return v.rep, err
+		}
 		res, uid, d, err := v.compareKey(ctx, v.tx, k)
 		if err != nil {
 			return v.rep, err
@@ -724,6 +749,31 @@ func (v *Verifier) runIncremental(ctx context.Context) (Report, error) {
 	v.rep.Finished = time.Now().UTC()
 	v.o.Progress.Done("done", v.cp.Rows, v.total)
 	return v.rep, putRecord(ctx, v.o.KV, KeyVerifyLastIncr, v.rep)
+}
+
+// wholeKey verifies every row a whole key names: all rows of one entity
+// of a repository, or all entries of a staging token.
+func (v *Verifier) wholeKey(ctx context.Context, k Key) error {
+	if k.Entity == EntityStaging {
+		return v.staging(ctx, k.ID)
+	}
+	prefix := map[string]string{EntityCommits: refstore.CommitKeyPrefix, EntityBranches: refstore.BranchKeyPrefix, EntityTags: refstore.TagKeyPrefix}[k.Entity]
+	cols := map[string]string{EntityCommits: commitCols, EntityBranches: branchCols, EntityTags: tagCols}[k.Entity]
+	table := map[string]string{EntityCommits: "graveler_commits", EntityBranches: "graveler_branches", EntityTags: "graveler_tags"}[k.Entity]
+	if prefix == "" || k.Repository == "" {
+		return fmt.Errorf("%w: %+v", ErrBadKey, k)
+	}
+	uid := ""
+	rd, _, err := repoRecord(ctx, v.o.KV, k.Repository)
+	if err != nil {
+		return err
+	}
+	if rd != nil && rd.GetState() == graveler.RepositoryState_ACTIVE {
+		uid = rd.GetInstanceUid()
+	}
+	_, _, err = v.entityInRepo(ctx, k.Repository, k.Entity, prefix,
+		`SELECT `+cols+` FROM `+table+` WHERE repository_id = $1 ORDER BY id COLLATE "C"`, uid, nil)
+	return err
 }
 
 // compareKey compares one key: the SQL row as q sees it, the KV value now.
