@@ -119,7 +119,7 @@ func (r *Router) Route(ctx context.Context, sess *wire.Session, sql string) (wir
 	switch p.Kind {
 	case translate.Passthrough:
 		if r.opt.HasUpstream {
-			return wire.Forward(), nil
+			return wire.ForwardInspect(r.observeForwarded), nil
 		}
 		return wire.Local(errStatement{err: wire.Errorf("0A000",
 			"kvproxy has no upstream PostgreSQL, so it answers only ref-store statements; cannot run: %s", short(sql))}), nil
@@ -129,17 +129,38 @@ func (r *Router) Route(ctx context.Context, sess *wire.Session, sql string) (wir
 		}
 		r.opt.Log.Warn("unsupported ref-store statement", "sql", short(sql))
 		return wire.Local(errStatement{err: pgError(p.Err)}), nil
+	case translate.RefStore:
+		if r.opt.HasUpstream && (p.Shape == translate.L1 || p.Shape == translate.L2) {
+			// PostgreSQL's own advisory locks, so that clients still
+			// connected to PostgreSQL directly and clients of every proxy
+			// instance exclude each other; they live in the upstream
+			// transaction that begin opened there too.
+			return wire.ForwardInspect(r.observeForwarded), nil
+		}
 	case translate.Utility:
 		switch p.Shape {
 		case translate.EmptyQuery, translate.Deallocate, translate.DeallocateAll, translate.DiagCountRefTable:
 			// Answered here: the ref-store tables are in KV now.
 		default:
 			if r.opt.HasUpstream {
-				return wire.Forward(), nil
+				return wire.ForwardInspect(r.observeForwarded), nil
 			}
 		}
 	}
 	return wire.Local(&kvStatement{r: r, p: p}), nil
+}
+
+// observeForwarded watches statements forwarded inside a transaction that
+// the proxy also holds in KV: an error upstream aborts the whole
+// transaction, so later ref-store statements get 25P02 and COMMIT rolls
+// back both sides, as PostgreSQL would.
+func (r *Router) observeForwarded(_ context.Context, sess *wire.Session, res *wire.Inspected) error {
+	if res.Err != nil {
+		if st := state(sess); st.inTx {
+			st.failed = true
+		}
+	}
+	return nil
 }
 
 func short(sql string) string {
@@ -208,6 +229,8 @@ func (k *kvStatement) execute(ctx context.Context, sess *wire.Session, params wi
 		return r.transaction(ctx, sess, st, p)
 	}
 	if st.failed {
+		// Failed here, or a forwarded statement of the same transaction
+		// failed upstream (observeForwarded).
 		return "", wire.Errorf("25P02", "current transaction is aborted, commands ignored until end of transaction block")
 	}
 	tag, err := r.statement(ctx, st, p, params, w)
@@ -217,17 +240,40 @@ func (k *kvStatement) execute(ctx context.Context, sess *wire.Session, params wi
 	return tag, err
 }
 
+// transaction runs BEGIN, COMMIT and ROLLBACK. With an upstream they run
+// there too, on the session's own connection, so that statements forwarded
+// inside the transaction (auth, actions, ...) commit or roll back with the
+// ref-store statements answered from KV. COMMIT applies the KV side first:
+// if it loses a race, the upstream side is rolled back and the client gets
+// 40001 for the whole transaction, which it retries.
 func (r *Router) transaction(ctx context.Context, sess *wire.Session, st *session, p *translate.Plan) (string, error) {
+	upstream := func(sql string) (string, error) {
+		if !r.opt.HasUpstream {
+			return "", nil
+		}
+		res, err := sess.Upstream().Exec(ctx, sql)
+		if err != nil {
+			return "", err
+		}
+		return res.Tag, nil
+	}
 	switch p.Shape {
 	case translate.TxBegin, translate.TxStart:
-		if !st.inTx { // BEGIN inside a transaction only warns in PostgreSQL
-			st.inTx, st.failed, st.readOnly = true, false, p.Tx.ReadOnly
-			st.tx = r.opt.RefStore.Begin()
-			sess.SetTxStatus('T')
+		if st.inTx { // BEGIN inside a transaction only warns in PostgreSQL
+			return p.Command(), nil
 		}
+		if _, err := upstream(p.SQL); err != nil {
+			return "", err
+		}
+		st.inTx, st.failed, st.readOnly = true, false, p.Tx.ReadOnly
+		st.tx = r.opt.RefStore.Begin()
+		sess.SetTxStatus('T')
 		return p.Command(), nil
 	case translate.TxCommit:
 		if !st.inTx {
+			if tag, err := upstream("COMMIT"); err != nil || tag != "" {
+				return tag, err
+			}
 			return "COMMIT", nil
 		}
 		tx, failed, readOnly := st.tx, st.failed, st.readOnly
@@ -238,21 +284,36 @@ func (r *Router) transaction(ctx context.Context, sess *wire.Session, st *sessio
 		}()
 		if failed {
 			tx.Rollback()
+			if _, err := upstream("ROLLBACK"); err != nil {
+				return "", err
+			}
 			return "ROLLBACK", nil
 		}
-		if readOnly {
+		if !readOnly {
 			// Reads of a read-only transaction are not re-validated: it
 			// wrote nothing, and every read was current when it ran.
+			if err := tx.Commit(ctx); err != nil {
+				_, _ = upstream("ROLLBACK")
+				return "", pgError(translateErr(err))
+			}
+		} else {
 			tx.Rollback()
-			return "COMMIT", nil
 		}
-		if err := tx.Commit(ctx); err != nil {
-			return "", pgError(translateErr(err))
+		tag, err := upstream("COMMIT")
+		if err != nil {
+			return "", err
 		}
-		return "COMMIT", nil
+		if tag == "" {
+			tag = "COMMIT"
+		}
+		return tag, nil
 	case translate.TxRollback:
+		inTx := st.inTx
 		r.endTx(ctx, st)
 		sess.SetTxStatus('I')
+		if _, err := upstream("ROLLBACK"); err != nil && inTx {
+			return "", err
+		}
 		return "ROLLBACK", nil
 	}
 	return "", wire.Errorf("XX000", "unexpected transaction statement %s", p.Shape)
