@@ -197,22 +197,27 @@ func printStatus(w io.Writer, d metrics.StatusDocument, maxEvents int) error {
 	}
 	if len(d.Events) == 0 {
 		p("events:\tnone\n")
-	} else {
-		p("events:\t\n")
-		for i, e := range d.Events {
-			if maxEvents > 0 && i >= maxEvents {
-				break
-			}
-			res := "ok"
-			if !e.OK {
-				res = "FAILED: " + e.Error
-			}
-			from := e.From
-			if from == "" {
-				from = "-"
-			}
-			p("  #%d\t%s\t%s %s -> %s\tepoch %d\t%s\t%s\n", e.Seq, fmtTime(e.Started), e.Kind, from, e.To, e.Epoch, e.Duration.Round(time.Millisecond), res)
+		return tw.Flush()
+	}
+	// Events get their own columns, not the key column's width.
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "events:")
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for i, e := range d.Events {
+		if maxEvents > 0 && i >= maxEvents {
+			break
 		}
+		res := "ok"
+		if !e.OK {
+			res = "FAILED: " + e.Error
+		}
+		from := e.From
+		if from == "" {
+			from = "-"
+		}
+		p("  #%d\t%s\t%s %s -> %s\tepoch %d\t%s\t%s\n", e.Seq, fmtTime(e.Started), e.Kind, from, e.To, e.Epoch, e.Duration.Round(time.Millisecond), res)
 	}
 	return tw.Flush()
 }
