@@ -396,10 +396,35 @@ func (b *Backfill) absentCommits(ctx context.Context, rows []Row) ([]Row, error)
 		return nil, fmt.Errorf("scan commits: %w", err)
 	}
 	out := rows[:0:0]
+	var skipped []string
 	for _, r := range rows {
 		if !have[r.Commit.ID] {
 			out = append(out, r)
+		} else {
+			skipped = append(skipped, r.Commit.ID)
 		}
+	}
+	// Skipped commits the walk reaches were counted by the walk; the others
+	// were in KV before (a dual write, an earlier run) and count as present.
+	if len(skipped) > 0 {
+		reached, err := b.o.Source.Query(ctx, reachCTE+`SELECT count(*) FROM reach WHERE id = ANY($2)`, b.uidFor, skipped)
+		if err != nil {
+			return nil, fmt.Errorf("reachable commits: %w", err)
+		}
+		var n int64
+		for reached.Next() {
+			if err := reached.Scan(&n); err != nil {
+				reached.Close()
+				return nil, fmt.Errorf("reachable commits: %w", err)
+			}
+		}
+		reached.Close()
+		if err := reached.Err(); err != nil {
+			return nil, fmt.Errorf("reachable commits: %w", err)
+		}
+		unreached := int64(len(skipped)) - n
+		b.cp.Status.Present[EntityCommits] += unreached
+		b.run.Present[EntityCommits] += unreached
 	}
 	return out, nil
 }
