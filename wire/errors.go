@@ -84,5 +84,4 @@ var (
 	ErrMessageTooBig = errors.New("wire: message exceeds the maximum size")
 	ErrBadMessage    = errors.New("wire: malformed message")
 	ErrNoUpstream    = errors.New("wire: no upstream configured")
-	errNoEventLoop   = errors.New("wire: no event loop on this platform")
 )

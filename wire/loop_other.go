@@ -2,6 +2,10 @@
 
 package wire
 
+import "errors"
+
+var errNoEventLoop = errors.New("wire: no event loop on this platform")
+
 // eventLoop is Linux-only; elsewhere every session uses the goroutine relay.
 type eventLoop struct{}
 
