@@ -124,3 +124,34 @@ func TestStatusPageRendersInChromium(t *testing.T) {
 		t.Errorf("screenshot has %d progress-bar pixels; the backfill bar is not drawn", n)
 	}
 }
+
+// On a non-loopback listener the page needs the token: without it the page
+// says so, with #token=... in the URL it renders the status.
+func TestStatusPageTokenFromFragment(t *testing.T) {
+	bin := pagetest.Chromium(t)
+	base := serveAdmin(t, newAdmin(t, "tok-123"), "0.0.0.0:0")
+	cases := []struct {
+		name, url string
+		want      []string
+		absent    []string
+	}{
+		{"no token", base + "/", []string{"cannot read /api/v1/status: missing or wrong bearer token", "#token=", `id="phase" class="badge">…<`}, nil},
+		{"wrong token", base + "/#token=nope", []string{"missing or wrong bearer token"}, nil},
+		{"token in the fragment", base + "/#token=tok-123", []string{`id="phase" class="badge">dual-write<`, `id="error" style="display: none;"`}, []string{"tok-123"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dom := pagetest.DumpDOM(t, bin, tc.url)
+			for _, w := range tc.want {
+				if !strings.Contains(dom, w) {
+					t.Errorf("DOM lacks %q", w)
+				}
+			}
+			for _, w := range tc.absent {
+				if strings.Contains(dom, w) {
+					t.Errorf("DOM contains %q", w)
+				}
+			}
+		})
+	}
+}
