@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/kvproxy/kvproxy/kv"
 	"github.com/kvproxy/kvproxy/refstore/graveler"
 	"google.golang.org/protobuf/proto"
 )
@@ -16,16 +17,92 @@ import (
 // and Commit turns a concurrent change of that view into ErrConflict.
 
 // repoRecord returns the txn's view of a repository record, nil if absent.
+// A record read from the store here refreshes the Store's cache.
 func (t *Txn) repoRecord(ctx context.Context, id string) (*graveler.RepositoryData, error) {
 	if err := checkID("repository id", id); err != nil {
 		return nil, err
 	}
+	t.useRepo(id)
+	k := rkey{GravelerPartition, RepoKeyPrefix + id}
+	_, seen := t.reads[k]
+	_, written := t.writes[k]
 	var rd graveler.RepositoryData
 	ok, err := t.getMsg(ctx, []byte(GravelerPartition), RepoKey(id), &rd)
-	if err != nil || !ok {
+	if err != nil {
 		return nil, err
 	}
+	if !seen && !written {
+		t.s.repos.observe(id, t.reads[k].value, ok)
+	}
+	if !ok {
+		return nil, nil
+	}
 	return &rd, nil
+}
+
+func (t *Txn) useRepo(id string) {
+	if t.repoUses == nil {
+		t.repoUses = map[string]int{}
+	}
+	t.repoUses[id]++
+}
+
+// cachedRepo makes the Store's cached record of repository id the txn's
+// view of it, if the txn has no view yet and the cache has an entry. The
+// view is then recorded as a read like any other, so Commit validates it.
+func (t *Txn) cachedRepo(id string) {
+	if t.s.repos == nil || id == "" {
+		return
+	}
+	k := rkey{GravelerPartition, RepoKeyPrefix + id}
+	if _, ok := t.reads[k]; ok {
+		return
+	}
+	if _, ok := t.writes[k]; ok {
+		return
+	}
+	raw, ok := t.s.repos.get(id)
+	if !ok {
+		return
+	}
+	t.reads[k] = readRec{value: raw, present: true}
+	if t.cached == nil {
+		t.cached = map[string]bool{}
+	}
+	t.cached[id] = true
+}
+
+// verifyRepo checks a cached view of repository id against the store. If
+// the record changed (deleted, or recreated with a new instance uid), the
+// txn's view becomes the current record provided the txn relied on the
+// old one at most ownUses times (the caller's own use): otherwise what the
+// txn already did under the old instance cannot be reconciled and the
+// result is ErrConflict. changed tells the caller to redo its lookup.
+func (t *Txn) verifyRepo(ctx context.Context, id string, ownUses int) (changed bool, err error) {
+	if !t.cached[id] {
+		return false, nil
+	}
+	delete(t.cached, id)
+	k := rkey{GravelerPartition, RepoKeyPrefix + id}
+	var cur readRec
+	v, err := t.s.kv.Get(ctx, []byte(k.pk), []byte(k.key))
+	switch {
+	case errors.Is(err, kv.ErrNotFound):
+	case err != nil:
+		return false, fmt.Errorf("get %s/%s: %w", k.pk, k.key, err)
+	default:
+		cur = readRec{value: v.Value, present: true}
+	}
+	if old := t.reads[k]; cur.present == old.present && bytes.Equal(cur.value, old.value) {
+		return false, nil
+	}
+	t.s.repos.observe(id, cur.value, cur.present)
+	if _, written := t.writes[k]; written || t.repoUses[id] > ownUses {
+		return false, conflictf("repository %q changed while the transaction used it", id)
+	}
+	t.reads[k] = cur
+	t.repoUses[id] = 0
+	return true, nil
 }
 
 // RepositoryData returns the repository record with its state and instance
@@ -44,8 +121,10 @@ func (t *Txn) RepositoryData(ctx context.Context, id string) (*graveler.Reposito
 	return rd, nil
 }
 
-// partition is the partition of an active repository.
+// partition is the partition of an active repository, from the cached
+// record when there is one (see doc.go).
 func (t *Txn) partition(ctx context.Context, repoID string) ([]byte, error) {
+	t.cachedRepo(repoID)
 	rd, err := t.RepositoryData(ctx, repoID)
 	if err != nil {
 		return nil, err
@@ -53,8 +132,34 @@ func (t *Txn) partition(ctx context.Context, repoID string) ([]byte, error) {
 	return RepoPartition(rd.GetId(), rd.GetInstanceUid()), nil
 }
 
-// GetRepository is R1.
+// getIn is a read of key in a repository's partition whose answer reaches
+// the client. Found under a cached instance uid, the entity is a valid
+// answer; absent, the absence counts only once the record is confirmed
+// current, and a changed record means reading again under the new uid.
+func (t *Txn) getIn(ctx context.Context, repoID string, key []byte, m proto.Message) (found bool, err error) {
+	for {
+		pk, err := t.partition(ctx, repoID)
+		if err != nil {
+			return false, err
+		}
+		ok, err := t.getMsg(ctx, pk, key, m)
+		if err != nil || ok {
+			return ok, err
+		}
+		changed, err := t.verifyRepo(ctx, repoID, 1)
+		if err != nil || !changed {
+			return false, err
+		}
+		delete(t.reads, rkey{string(pk), string(key)})
+	}
+}
+
+// GetRepository is R1. A record the txn took from the cache is checked
+// against the store first: a reader must not see a deleted repository.
 func (t *Txn) GetRepository(ctx context.Context, id string) (RepositoryRow, error) {
+	if _, err := t.verifyRepo(ctx, id, 0); err != nil {
+		return RepositoryRow{}, err
+	}
 	rd, err := t.RepositoryData(ctx, id)
 	if err != nil {
 		return RepositoryRow{}, err
@@ -115,12 +220,8 @@ func (t *Txn) BranchData(ctx context.Context, repoID, id string) (*graveler.Bran
 	if err := checkID("branch id", id); err != nil {
 		return nil, err
 	}
-	pk, err := t.partition(ctx, repoID)
-	if err != nil {
-		return nil, err
-	}
 	var bd graveler.BranchData
-	ok, err := t.getMsg(ctx, pk, BranchKey(id), &bd)
+	ok, err := t.getIn(ctx, repoID, BranchKey(id), &bd)
 	if err != nil {
 		return nil, err
 	}
@@ -236,12 +337,8 @@ func (t *Txn) GetTag(ctx context.Context, repoID, id string) (TagRow, error) {
 	if err := checkID("tag id", id); err != nil {
 		return TagRow{}, err
 	}
-	pk, err := t.partition(ctx, repoID)
-	if err != nil {
-		return TagRow{}, err
-	}
 	var td graveler.TagData
-	ok, err := t.getMsg(ctx, pk, TagKey(id), &td)
+	ok, err := t.getIn(ctx, repoID, TagKey(id), &td)
 	if err != nil {
 		return TagRow{}, err
 	}
@@ -288,12 +385,8 @@ func (t *Txn) CommitData(ctx context.Context, repoID, id string) (*graveler.Comm
 	if err := checkID("commit id", id); err != nil {
 		return nil, err
 	}
-	pk, err := t.partition(ctx, repoID)
-	if err != nil {
-		return nil, err
-	}
 	var cd graveler.CommitData
-	ok, err := t.getMsg(ctx, pk, CommitKey(id), &cd)
+	ok, err := t.getIn(ctx, repoID, CommitKey(id), &cd)
 	if err != nil {
 		return nil, err
 	}
@@ -426,12 +519,8 @@ func (t *Txn) DropStagedByPrefix(ctx context.Context, token string, prefix []byt
 // GetProtectionRules returns the raw BranchProtectionRules of a repository
 // (nil if none); they are stored as lakeFS's settings manager stores them.
 func (t *Txn) GetProtectionRules(ctx context.Context, repoID string) (*graveler.BranchProtectionRules, error) {
-	pk, err := t.partition(ctx, repoID)
-	if err != nil {
-		return nil, err
-	}
 	var rules graveler.BranchProtectionRules
-	ok, err := t.getMsg(ctx, pk, []byte(ProtectedBranchesKey), &rules)
+	ok, err := t.getIn(ctx, repoID, []byte(ProtectedBranchesKey), &rules)
 	if err != nil || !ok {
 		return nil, err
 	}

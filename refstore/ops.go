@@ -190,13 +190,30 @@ func (s *Store) ListBranches(ctx context.Context, repoID, from string, after boo
 	return out, err
 }
 
+// listIn scans a repository's partition, found from the cached record
+// when there is one. Entries found under a cached instance uid are a valid
+// answer, as for getIn; an empty result counts only once the record is
+// confirmed current, and is redone under the new uid if it changed.
 func (s *Store) listIn(ctx context.Context, repoID, prefix, from string, after bool, fn func(pk, k, v []byte) (bool, error)) error {
-	rd, err := s.GetRepositoryData(ctx, repoID)
-	if err != nil {
-		return err
+	t := s.Begin()
+	for {
+		pk, err := t.partition(ctx, repoID)
+		if err != nil {
+			return err
+		}
+		n := 0
+		err = s.scan(ctx, pk, prefix, from, after, func(k, v []byte) (bool, error) {
+			n++
+			return fn(pk, k, v)
+		})
+		if err != nil || n > 0 {
+			return err
+		}
+		changed, err := t.verifyRepo(ctx, repoID, 1)
+		if err != nil || !changed {
+			return err
+		}
 	}
-	pk := RepoPartition(repoID, rd.GetInstanceUid())
-	return s.scan(ctx, pk, prefix, from, after, func(k, v []byte) (bool, error) { return fn(pk, k, v) })
 }
 
 // GetTag returns a tag (T1).

@@ -24,12 +24,17 @@ type Options struct {
 	// lakeFS waits 0.5s-5s, too long for a proxy in front of a client that
 	// has its own retry loop.
 	BackoffInitial, BackoffMax time.Duration
+	// RepoCacheSize bounds how many repository records (instance uids) a
+	// Store remembers between transactions. 0 means DefaultRepoCacheSize;
+	// negative disables the cache (every access reads the record).
+	RepoCacheSize int
 }
 
 // Store is the lakeFS ref store over a kv.Store.
 type Store struct {
-	kv   kv.Store
-	opts Options
+	kv    kv.Store
+	opts  Options
+	repos *repoCache // nil when disabled
 }
 
 // New returns a Store over store and writes the KV schema version ("1")
@@ -52,7 +57,10 @@ func New(ctx context.Context, store kv.Store, opts Options) (*Store, error) {
 	if err != nil && !errors.Is(err, kv.ErrPredicateFailed) {
 		return nil, fmt.Errorf("write KV schema version: %w", err)
 	}
-	return &Store{kv: store, opts: opts}, nil
+	if opts.RepoCacheSize == 0 {
+		opts.RepoCacheSize = DefaultRepoCacheSize
+	}
+	return &Store{kv: store, opts: opts, repos: newRepoCache(opts.RepoCacheSize)}, nil
 }
 
 // KV returns the underlying store.

@@ -29,8 +29,15 @@ type Txn struct {
 	// purges are repository instance partitions to empty at commit (a
 	// deleted repository, or an IN_DELETION one being replaced).
 	purges map[string]bool
-	seq    int
-	done   bool
+	// cached names the repositories whose record this txn took from the
+	// Store's cache and has not checked against the store yet; repoUses
+	// counts how often the txn relied on each repository's record, so that
+	// a stale one is only swapped for the current one while nothing else
+	// depends on it.
+	cached   map[string]bool
+	repoUses map[string]int
+	seq      int
+	done     bool
 }
 
 type rkey struct{ pk, key string }
@@ -304,6 +311,49 @@ func (t *Txn) Commit(ctx context.Context) error {
 		return ErrTxnDone
 	}
 	t.done = true
+	err := t.commit(ctx)
+	t.updateRepoCache(err)
+	return err
+}
+
+// updateRepoCache keeps the Store's repository cache in step with a
+// commit: committed repository records are remembered or forgotten, and a
+// failed commit forgets every record it relied on, so that a retry reads
+// them afresh instead of failing again on the same stale entry.
+func (t *Txn) updateRepoCache(err error) {
+	c := t.s.repos
+	if c == nil {
+		return
+	}
+	if err != nil {
+		for k := range t.reads {
+			if id, ok := repoIDOf(k); ok {
+				c.drop(id)
+			}
+		}
+		for k := range t.writes {
+			if id, ok := repoIDOf(k); ok {
+				c.drop(id)
+			}
+		}
+		return
+	}
+	for k, w := range t.writes {
+		if id, ok := repoIDOf(k); ok {
+			c.observe(id, w.value, !w.del)
+		}
+	}
+}
+
+// repoIDOf tells whether k is a repository record and of which repository.
+func repoIDOf(k rkey) (string, bool) {
+	if k.pk != GravelerPartition {
+		return "", false
+	}
+	return strings.CutPrefix(k.key, RepoKeyPrefix)
+}
+
+func (t *Txn) commit(ctx context.Context) error {
 	if len(t.writes) == 0 && len(t.purges) == 0 {
 		if len(t.reads) <= 1 && len(t.scans) == 0 {
 			return nil // a single read is trivially consistent
