@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	pgx4 "github.com/jackc/pgx/v4"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/kvproxy/kvproxy/internal/testenv"
 	"github.com/lib/pq"
 )
@@ -29,7 +31,7 @@ func TestPgxV5Passthrough(t *testing.T) {
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
 			up := testenv.PostgresDB(t)
-			p := startProxy(t, Config{UpstreamDSN: up}, m.router)
+			p := startProxy(t, Config{UpstreamDSN: up, NoEventLoop: m.noLoop}, m.router)
 			ctx := ctxT(t)
 			conn, err := pgx.Connect(ctx, p.dsn("", ""))
 			if err != nil {
@@ -187,7 +189,7 @@ func TestListenNotifyAndCancel(t *testing.T) {
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
 			up := testenv.PostgresDB(t)
-			p := startProxy(t, Config{UpstreamDSN: up}, m.router)
+			p := startProxy(t, Config{UpstreamDSN: up, NoEventLoop: m.noLoop}, m.router)
 			ctx := ctxT(t)
 			l, err := pgx.Connect(ctx, p.dsn("", ""))
 			if err != nil {
@@ -250,7 +252,7 @@ func TestPgxV4StatementCachePrepare(t *testing.T) {
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
 			up := testenv.PostgresDB(t)
-			p := startProxy(t, Config{UpstreamDSN: up}, m.router)
+			p := startProxy(t, Config{UpstreamDSN: up, NoEventLoop: m.noLoop}, m.router)
 			ctx := ctxT(t)
 			conn, err := pgx4.Connect(ctx, p.dsn("", "statement_cache_mode=prepare"))
 			if err != nil {
@@ -302,7 +304,7 @@ func TestLibPQ(t *testing.T) {
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
 			up := testenv.PostgresDB(t)
-			p := startProxy(t, Config{UpstreamDSN: up}, m.router)
+			p := startProxy(t, Config{UpstreamDSN: up, NoEventLoop: m.noLoop}, m.router)
 			ctx := ctxT(t)
 			db, err := sql.Open("postgres", p.dsn("", ""))
 			if err != nil {
@@ -387,7 +389,7 @@ func TestPsql(t *testing.T) {
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
 			up := testenv.PostgresDB(t)
-			p := startProxy(t, Config{UpstreamDSN: up}, m.router)
+			p := startProxy(t, Config{UpstreamDSN: up, NoEventLoop: m.noLoop}, m.router)
 			script := `
 CREATE TABLE p (id int PRIMARY KEY, v text);
 \copy p FROM STDIN
@@ -417,6 +419,52 @@ COMMIT;
 			out, _ = cmd.CombinedOutput()
 			if !strings.Contains(string(out), "22012") {
 				t.Fatalf("psql error output lacks SQLSTATE: %s", out)
+			}
+		})
+	}
+}
+
+// TestSlowReader checks backpressure: a client that stops reading a large
+// result does not lose or reorder data.
+func TestSlowReader(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			up := testenv.PostgresDB(t)
+			p := startProxy(t, Config{UpstreamDSN: up, NoEventLoop: m.noLoop}, m.router)
+			r := dialRaw(t, p.addr)
+			r.startup()
+			r.fe.Send(&pgproto3.Query{String: `SELECT i, repeat('x', 1000) FROM generate_series(1, 20000) i; SELECT 'after'`})
+			if err := r.fe.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(500 * time.Millisecond)
+			rows, next := 0, int64(1)
+			var after bool
+			for {
+				msg, err := r.fe.Receive()
+				if err != nil {
+					t.Fatal(err)
+				}
+				switch m := msg.(type) {
+				case *pgproto3.DataRow:
+					if string(m.Values[0]) == "after" {
+						after = true
+						continue
+					}
+					if string(m.Values[0]) != strconv.FormatInt(next, 10) || len(m.Values[1]) != 1000 {
+						t.Fatalf("row %d: %q", next, m.Values[0])
+					}
+					next++
+					rows++
+				case *pgproto3.ErrorResponse:
+					t.Fatalf("error: %s", m.Message)
+				}
+				if _, ok := msg.(*pgproto3.ReadyForQuery); ok {
+					break
+				}
+			}
+			if rows != 20000 || !after {
+				t.Fatalf("rows %d, after %v", rows, after)
 			}
 		})
 	}

@@ -84,9 +84,11 @@ func (forwardAll) Route(context.Context, *Session, string) (Handler, error) { re
 var modes = []struct {
 	name   string
 	router Router
+	noLoop bool
 }{
-	{"relay", nil},
-	{"routed", forwardAll{}},
+	{"relay", nil, false},
+	{"relay-goroutines", nil, true},
+	{"routed", forwardAll{}, false},
 }
 
 func pgCode(err error) string {

@@ -198,7 +198,7 @@ func TestGracefulShutdown(t *testing.T) {
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
 			up := testenv.PostgresDB(t)
-			srv, err := NewServer(Config{UpstreamDSN: up}, m.router, nil)
+			srv, err := NewServer(Config{UpstreamDSN: up, NoEventLoop: m.noLoop}, m.router, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -293,7 +293,7 @@ func TestUpstreamFailures(t *testing.T) {
 	ln.Close()
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
-			p := startProxy(t, Config{UpstreamDSN: dead}, m.router)
+			p := startProxy(t, Config{UpstreamDSN: dead, NoEventLoop: m.noLoop}, m.router)
 			ctx := ctxT(t)
 			_, err := pgx.Connect(ctx, p.dsn("", ""))
 			if pgCode(err) != CodeUnableToConnect {
@@ -302,7 +302,7 @@ func TestUpstreamFailures(t *testing.T) {
 			// The upstream backend dies mid-session: the client gets an
 			// error, not a hang.
 			up := testenv.PostgresDB(t)
-			p2 := startProxy(t, Config{UpstreamDSN: up}, m.router)
+			p2 := startProxy(t, Config{UpstreamDSN: up, NoEventLoop: m.noLoop}, m.router)
 			conn := connect(t, ctx, p2.dsn("", ""))
 			var pid int
 			if err := conn.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {

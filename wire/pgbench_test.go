@@ -39,7 +39,7 @@ func TestPgbench(t *testing.T) {
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
 			up := testenv.PostgresDB(t)
-			p := startProxy(t, Config{UpstreamDSN: up}, m.router)
+			p := startProxy(t, Config{UpstreamDSN: up, NoEventLoop: m.noLoop}, m.router)
 			runPgbench0 := func(dsn string, args ...string) {
 				if out, err := exec.Command(bin, append(args, dsn)...).CombinedOutput(); err != nil {
 					t.Fatalf("pgbench %v: %v\n%s", args, err, out)

@@ -419,7 +419,7 @@ func TestPassthroughRouterAndFunctionCall(t *testing.T) {
 	// FunctionCall (legacy fast-path) through both paths: int4pl(2, 3).
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
-			p := startProxy(t, Config{UpstreamDSN: up}, m.router)
+			p := startProxy(t, Config{UpstreamDSN: up, NoEventLoop: m.noLoop}, m.router)
 			r := dialRaw(t, p.addr)
 			r.startup()
 			arg := func(n uint32) []byte { b := make([]byte, 4); binary.BigEndian.PutUint32(b, n); return b }
