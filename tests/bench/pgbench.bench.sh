@@ -15,9 +15,13 @@
 #   PROXY_CMD          command that runs kvproxy in passthrough; {listen} and
 #                      {upstream} are replaced, e.g.
 #                      'bin/kvproxy serve --listen {listen} --upstream {upstream} --phase passthrough'
-#                      Default: wire/internal/passproxy (wire.Server, no Router).
-#   PROXY_GOMAXPROCS=1 GOMAXPROCS for the default proxy
-#   PROFILE=file       CPU profile of the default proxy, written at the end
+#                      Default: bin/kvproxy serve --phase passthrough on the mem
+#                      KV driver when bin/kvproxy exists (make bench builds it),
+#                      else wire/internal/passproxy (wire.Server, no Router).
+#   PROXY=passproxy    use wire/internal/passproxy even if bin/kvproxy exists
+#   PROXY_GOMAXPROCS=1 GOMAXPROCS for the proxy (PgBouncer is single-threaded too,
+#                      and the 2 cores here are shared with PostgreSQL and pgbench)
+#   PROFILE=file       CPU profile of passproxy, written at the end
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -125,6 +129,9 @@ done
 
 # kvproxy passthrough.
 PROXY_PORT=$(free_port)
+if [[ -z "${PROXY_CMD:-}" && "${PROXY:-}" != passproxy && -x bin/kvproxy ]]; then
+	PROXY_CMD="env GOMAXPROCS=${PROXY_GOMAXPROCS:-1} $ROOT/bin/kvproxy serve --listen {listen} --upstream {upstream} --phase passthrough --kv-driver mem --admin-listen '' --log-level warn"
+fi
 if [[ -n "${PROXY_CMD:-}" ]]; then
 	cmd=${PROXY_CMD//\{listen\}/127.0.0.1:$PROXY_PORT}
 	cmd=${cmd//\{upstream\}/$DIRECT}
