@@ -49,7 +49,8 @@ func (f StatusFunc) Status(ctx context.Context) (any, error) { return f(ctx) }
 // BackfillProgress is the suggested shape for the backfill source: the
 // status page draws a progress bar from RowsCopied/RowsTotal.
 type BackfillProgress struct {
-	State         string           `json:"state"` // running, done, failed, stopped
+	State         string           `json:"state"` // running, incomplete, done, failed
+	Stage         string           `json:"stage,omitempty"`
 	RowsCopied    int64            `json:"rows_copied"`
 	RowsTotal     int64            `json:"rows_total"`
 	RowsPerSecond float64          `json:"rows_per_second"`
@@ -61,11 +62,13 @@ type BackfillProgress struct {
 
 // VerifySummary is the suggested shape for the verify source.
 type VerifySummary struct {
-	Finished   time.Time                   `json:"finished,omitzero"`
-	Clean      bool                        `json:"clean"`
-	Mismatches int64                       `json:"mismatches"`
-	Entities   map[string]map[string]int64 `json:"entities,omitempty"` // entity -> result -> count
-	Error      string                      `json:"error,omitempty"`
+	Finished time.Time `json:"finished,omitzero"`
+	Clean    bool      `json:"clean"`
+	// Incremental verifies check only the dirty keys; cutover needs a full one.
+	Incremental bool                        `json:"incremental,omitempty"`
+	Mismatches  int64                       `json:"mismatches"`
+	Entities    map[string]map[string]int64 `json:"entities,omitempty"` // entity -> result -> count
+	Error       string                      `json:"error,omitempty"`
 }
 
 // DirtyKeyCount is the suggested shape for the dirty-key source.

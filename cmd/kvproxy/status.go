@@ -12,6 +12,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
@@ -20,17 +22,113 @@ import (
 	"github.com/kvproxy/kvproxy/kv/drivers"
 	"github.com/kvproxy/kvproxy/metrics"
 	"github.com/kvproxy/kvproxy/shadow/control"
+	"github.com/kvproxy/kvproxy/shadow/dirty"
+	"github.com/kvproxy/kvproxy/shadow/migrate"
 )
 
 // newStatusCollector is the one place where status sources are registered,
 // so that `serve` (admin API, status page) and `kvproxy status` (reading
-// the KV store directly) report the same thing. Backfill, verify and the
-// dirty-key log register here as they land, e.g.
-// c.Register(metrics.SourceBackfill, backfill.NewStatusSource(store)).
-func newStatusCollector(store kv.Store, ctl *control.Store, opt metrics.CollectorOptions) *metrics.Collector {
-	_ = store // read by the sources registered here
+// the KV store directly) report the same thing. The sources read the
+// records backfill, verify and the dirty-key log keep in the KV store (and,
+// for the dirty-key outbox, the upstream database when one is configured).
+func newStatusCollector(store kv.Store, ctl *control.Store, upstream string, opt metrics.CollectorOptions) *metrics.Collector {
 	c := metrics.NewCollector(ctl, opt)
+	c.Register(metrics.SourceBackfill, metrics.StatusFunc(func(ctx context.Context) (any, error) { return backfillStatus(ctx, store) }))
+	c.Register(metrics.SourceVerify, metrics.StatusFunc(func(ctx context.Context) (any, error) { return verifyStatus(ctx, store) }))
+	c.Register(metrics.SourceDirtyKeys, metrics.StatusFunc(func(ctx context.Context) (any, error) { return dirtyKeyStatus(ctx, store, upstream) }))
 	return c
+}
+
+// backfillStatus turns the "backfill/status" record into the status page's
+// progress shape. The record has no row total until the backfill finishes
+// (the total is only known by the process running it, as the
+// kvproxy_backfill_rows_total gauge), so RowsTotal stays 0 while it runs.
+func backfillStatus(ctx context.Context, store kv.Store) (any, error) {
+	st, err := migrate.BackfillStatus(ctx, store)
+	if errors.Is(err, migrate.ErrNoRecord) {
+		return nil, metrics.ErrNotRun
+	}
+	if err != nil {
+		return nil, err
+	}
+	p := metrics.BackfillProgress{State: "incomplete", Started: st.Started, Entities: map[string]int64{}}
+	for e, n := range st.Copied {
+		p.Entities[e] += n
+	}
+	for e, n := range st.Present {
+		p.Entities[e] += n
+	}
+	p.RowsCopied = st.Copied.Sum() + st.Present.Sum()
+	if st.Complete() {
+		p.State, p.RowsTotal, p.Updated = "done", p.RowsCopied, *st.Finished
+	} else {
+		// The checkpoint names the stage a resumed run starts from.
+		var cp struct {
+			Stage string `json:"stage"`
+		}
+		v, err := store.Get(ctx, []byte(control.Partition), []byte(migrate.KeyBackfillCheckpoint))
+		if err == nil && json.Unmarshal(v.Value, &cp) == nil {
+			p.Stage = cp.Stage
+		}
+	}
+	return p, nil
+}
+
+func verifyStatus(ctx context.Context, store kv.Store) (any, error) {
+	r, err := migrate.LastVerify(ctx, store)
+	if errors.Is(err, migrate.ErrNoRecord) {
+		return nil, metrics.ErrNotRun
+	}
+	if err != nil {
+		return nil, err
+	}
+	v := metrics.VerifySummary{Finished: r.Finished, Clean: r.Clean(), Mismatches: r.Differences(), Incremental: r.Incremental,
+		Entities: map[string]map[string]int64{}}
+	for name, e := range r.Entities {
+		if e == nil {
+			continue
+		}
+		v.Entities[name] = map[string]int64{"match": e.Match, "mismatch": e.Mismatch, "missing_in_kv": e.MissingInKV, "extra_in_kv": e.ExtraInKV}
+	}
+	return v, nil
+}
+
+// dirtyKeyStatus counts both halves of the dirty-key log: the KV side
+// (kv-primary) and the upstream outbox (dual-write). An outbox that was
+// never created holds nothing.
+func dirtyKeyStatus(ctx context.Context, store kv.Store, upstream string) (any, error) {
+	n, err := dirty.NewKVLog(store, nil).Count(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if upstream != "" {
+		m, err := outboxCount(ctx, upstream)
+		if err != nil {
+			return nil, err
+		}
+		n += m
+	}
+	return metrics.DirtyKeyCount{Count: n}, nil
+}
+
+func outboxCount(ctx context.Context, upstream string) (int64, error) {
+	cfg, err := pgxpool.ParseConfig(upstream)
+	if err != nil {
+		return 0, fmt.Errorf("upstream: %w", err)
+	}
+	cfg.MaxConns = 1
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return 0, fmt.Errorf("upstream: %w", err)
+	}
+	defer pool.Close()
+	n, err := dirty.NewPGLog(pool).Count(ctx)
+	if pe, ok := errors.AsType[*pgconn.PgError](err); ok && pe.Code == "42P01" { // undefined_table
+		return 0, nil
+	}
+	return n, err
 }
 
 // setupAdminAPI gives the admin server its token and status document.
@@ -44,7 +142,7 @@ func setupAdminAPI(admin *metrics.Admin, cfg config.Config, store kv.Store, ctl 
 	admin.SetToken(cfg.Admin.Token)
 	// Registration fails only if serve already registered these names.
 	_ = metrics.RegisterControl(reg, ctl)
-	c := newStatusCollector(store, ctl, metrics.CollectorOptions{Self: instanceID, Gatherer: reg})
+	c := newStatusCollector(store, ctl, cfg.Upstream, metrics.CollectorOptions{Self: instanceID, Gatherer: reg})
 	admin.SetStatus(c)
 	return c
 }
@@ -110,7 +208,7 @@ func statusFromStore(ctx context.Context, cfg config.Config, events int) (metric
 		return metrics.StatusDocument{}, fmt.Errorf("open KV store (kv.driver=%s, kv.dsn=%s): %w%s", cfg.KV.Driver, cfg.KV.DSN, err, hint)
 	}
 	defer store.Close()
-	c := newStatusCollector(store, control.NewStore(store, nil), metrics.CollectorOptions{Events: events})
+	c := newStatusCollector(store, control.NewStore(store, nil), cfg.Upstream, metrics.CollectorOptions{Events: events})
 	return c.Status(ctx)
 }
 
@@ -249,11 +347,15 @@ func fmtBackfill(raw json.RawMessage) (string, bool) {
 	if json.Unmarshal(raw, &b) != nil || (b.State == "" && b.RowsTotal == 0 && b.RowsCopied == 0) {
 		return "", false
 	}
-	pct := 0.0
+	var s string
 	if b.RowsTotal > 0 {
-		pct = 100 * float64(b.RowsCopied) / float64(b.RowsTotal)
+		s = fmt.Sprintf("%s, %d of %d rows (%.1f%%)", b.State, b.RowsCopied, b.RowsTotal, 100*float64(b.RowsCopied)/float64(b.RowsTotal))
+	} else {
+		s = fmt.Sprintf("%s, %d rows so far (total not known yet)", b.State, b.RowsCopied)
 	}
-	s := fmt.Sprintf("%s, %d of %d rows (%.1f%%)", b.State, b.RowsCopied, b.RowsTotal, pct)
+	if b.Stage != "" {
+		s += ", at " + b.Stage
+	}
 	if b.RowsPerSecond > 0 {
 		s += fmt.Sprintf(", %.0f rows/s", b.RowsPerSecond)
 	}
@@ -275,6 +377,9 @@ func fmtVerify(raw json.RawMessage) (string, bool) {
 	s := "clean"
 	if !v.Clean {
 		s = fmt.Sprintf("NOT clean, %d mismatches", v.Mismatches)
+	}
+	if v.Incremental {
+		s += " (incremental: dirty keys only)"
 	}
 	if !v.Finished.IsZero() {
 		s += ", finished " + fmtTime(v.Finished)

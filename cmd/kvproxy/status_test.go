@@ -15,11 +15,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/kvproxy/kvproxy/internal/testenv"
+	"github.com/kvproxy/kvproxy/kv"
 	"github.com/kvproxy/kvproxy/kv/drivers"
+	"github.com/kvproxy/kvproxy/kv/mem"
 	"github.com/kvproxy/kvproxy/metrics"
 	"github.com/kvproxy/kvproxy/metrics/pagetest"
 	"github.com/kvproxy/kvproxy/shadow/control"
+	"github.com/kvproxy/kvproxy/shadow/dirty"
+	"github.com/kvproxy/kvproxy/shadow/migrate"
 )
 
 var instanceRe = regexp.MustCompile(`msg="kvproxy ready" .* instance=(\S+)`)
@@ -133,7 +139,7 @@ func TestStatusFromAdminAPI(t *testing.T) {
 		"instances":  "1 live",
 		"backfill":   "not run",
 		"verify":     "not run",
-		"dirty keys": "unknown",
+		"dirty keys": "0",
 		"events":     "none",
 	}
 	for k, v := range want {
@@ -217,7 +223,7 @@ func TestStatusFromKVStore(t *testing.T) {
 		t.Fatalf("status: %v\n%s", err, out)
 	}
 	lines := statusLines(out)
-	if lines["phase"] != "kv-only" || lines["instances"] != "1 live" || lines["backfill"] != "not run" || lines["dirty keys"] != "unknown" {
+	if lines["phase"] != "kv-only" || lines["instances"] != "1 live" || lines["backfill"] != "not run" || lines["dirty keys"] != "0" {
 		t.Errorf("status output:\n%s", out)
 	}
 	if !strings.Contains(out, "  "+id) {
@@ -260,7 +266,7 @@ func TestStatusPageFromServe(t *testing.T) {
 		id + " (this)",
 		"verify not clean",
 		`class="step current" data-phase="kv-only"`,
-		`id="dirty-keys">unknown<`,
+		`id="dirty-keys">0<`,
 		`id="backfill-text" class="mute">not run<`,
 		`id="shadow-mismatches">0<`,
 	} {
@@ -386,4 +392,100 @@ func post(t *testing.T, url, token string) (int, string) {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(body)
+}
+
+// The status sources read the records backfill, verify and the dirty-key
+// log keep; status shows them once they exist.
+func TestStatusSourcesFromRecords(t *testing.T) {
+	ctx := context.Background()
+	put := func(t *testing.T, store kv.Store, key string, v any) {
+		t.Helper()
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := store.Set(ctx, []byte(control.Partition), []byte(key), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	started := time.Date(2026, 4, 1, 10, 0, 0, 0, time.UTC)
+	finished := started.Add(time.Hour)
+	keys := []dirty.Key{{Entity: dirty.Staging, ID: "tok", StagingKey: []byte("a")}, {Entity: "branches", Repository: "r", ID: "main"}}
+	cases := []struct {
+		name     string
+		upstream bool
+		setup    func(t *testing.T, store kv.Store, upstream string)
+		want     map[string]string
+	}{
+		{"nothing recorded", false, func(*testing.T, kv.Store, string) {},
+			map[string]string{"backfill": "not run", "verify": "not run", "dirty keys": "0"}},
+		{"backfill running, verify not clean, dirty keys in KV", false, func(t *testing.T, store kv.Store, _ string) {
+			put(t, store, migrate.KeyBackfillStatus, migrate.Status{Started: started, Copied: migrate.Counts{"commits": 5}, Present: migrate.Counts{"branches": 2}})
+			put(t, store, migrate.KeyBackfillCheckpoint, map[string]any{"stage": "commits"})
+			put(t, store, migrate.KeyVerifyLast, migrate.Report{Started: started, Finished: finished, Entities: map[string]*migrate.EntityReport{"commits": {Match: 10, Mismatch: 1}}})
+			if err := dirty.NewKVLog(store, nil).Add(ctx, keys, "test"); err != nil {
+				t.Fatal(err)
+			}
+		}, map[string]string{
+			"backfill":   "incomplete, 7 rows so far (total not known yet), at commits",
+			"verify":     "NOT clean, 1 mismatches, finished 2026-04-01T11:00:00Z",
+			"dirty keys": "2",
+		}},
+		{"backfill done, verify clean", false, func(t *testing.T, store kv.Store, _ string) {
+			put(t, store, migrate.KeyBackfillStatus, migrate.Status{Started: started, Finished: &finished, Copied: migrate.Counts{"commits": 5}, Present: migrate.Counts{"branches": 2}})
+			put(t, store, migrate.KeyVerifyLast, migrate.Report{Started: finished, Finished: finished, Entities: map[string]*migrate.EntityReport{"commits": {Match: 10}}})
+		}, map[string]string{"backfill": "done, 7 of 7 rows (100.0%)", "verify": "clean, finished 2026-04-01T11:00:00Z"}},
+		{"corrupt record", false, func(t *testing.T, store kv.Store, _ string) {
+			if err := store.Set(ctx, []byte(control.Partition), []byte(migrate.KeyVerifyLast), []byte("{")); err != nil {
+				t.Fatal(err)
+			}
+		}, map[string]string{"verify": "error: "}},
+		{"upstream without an outbox", true, func(t *testing.T, store kv.Store, _ string) {
+			if err := dirty.NewKVLog(store, nil).Add(ctx, keys[:1], "test"); err != nil {
+				t.Fatal(err)
+			}
+		}, map[string]string{"dirty keys": "1"}},
+		{"outbox and KV log add up", true, func(t *testing.T, store kv.Store, upstream string) {
+			if err := dirty.NewKVLog(store, nil).Add(ctx, keys[:1], "test"); err != nil {
+				t.Fatal(err)
+			}
+			pool, err := pgxpool.New(ctx, upstream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pool.Close()
+			log := dirty.NewPGLog(pool)
+			if err := log.Setup(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := log.Add(ctx, keys, "test"); err != nil {
+				t.Fatal(err)
+			}
+		}, map[string]string{"dirty keys": "3"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			upstream := ""
+			if tc.upstream {
+				upstream = testenv.PostgresDB(t)
+			}
+			store := mem.New()
+			defer store.Close()
+			tc.setup(t, store, upstream)
+			doc, err := newStatusCollector(store, control.NewStore(store, nil), upstream, metrics.CollectorOptions{}).Status(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var b bytes.Buffer
+			if err := printStatus(&b, doc, 10); err != nil {
+				t.Fatal(err)
+			}
+			lines := statusLines(b.String())
+			for k, v := range tc.want {
+				if got := lines[k]; !strings.HasPrefix(got, v) || (!strings.HasSuffix(v, " ") && got != v) {
+					t.Errorf("%s: %q, want %q\n%s", k, got, v, b.String())
+				}
+			}
+		})
+	}
 }
