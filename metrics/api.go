@@ -15,8 +15,9 @@ import (
 	"time"
 )
 
-// Actions the admin API routes to handlers registered with HandleAction.
-var Actions = []string{"backfill", "verify", "cutover", "rollback", "finalize"}
+// ActionNames are the actions the admin API documents; each answers 501
+// until a handler is registered with HandleAction.
+func ActionNames() []string { return []string{"backfill", "verify", "cutover", "rollback", "finalize"} }
 
 // ActionFunc runs one admin action. body is the request body (JSON or
 // empty); the result is returned to the caller as JSON.
@@ -46,7 +47,7 @@ func (a *Admin) SetStatus(c *Collector) {
 	a.mu.Unlock()
 }
 
-// HandleAction routes POST /api/v1/{name} to fn. Names not in Actions are
+// HandleAction routes POST /api/v1/{name} to fn. Names not in ActionNames are
 // accepted too, for components that add their own.
 func (a *Admin) HandleAction(name string, fn ActionFunc) {
 	a.mu.Lock()
@@ -64,7 +65,8 @@ func (a *Admin) routeAPI() {
 // authorized enforces the token rules of SetToken.
 func (a *Admin) authorized(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		need := r.Method != http.MethodGet || !a.loopback.Load()
+		read := r.Method == http.MethodGet || r.Method == http.MethodHead
+		need := !read || !a.loopback.Load()
 		if !need {
 			// Loopback GETs are open even with a token, so that the status
 			// page and `kvproxy status --admin-url` work on the host.
@@ -187,8 +189,10 @@ func isLoopbackAddr(addr net.Addr) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// statusPage is a string so that nothing can modify it.
+//
 //go:embed statuspage.html
-var statusPage []byte
+var statusPage string
 
 // page serves the status page. It holds no data itself (it reads
 // /api/v1/status from the browser), so it is served without the token.
@@ -198,5 +202,5 @@ func (a *Admin) page(w http.ResponseWriter, _ *http.Request) {
 	// Everything is inline; forbid anything else so that the page cannot
 	// be made to load outside code.
 	w.Header().Set("Content-Security-Policy", "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:")
-	_, _ = w.Write(statusPage)
+	_, _ = io.WriteString(w, statusPage)
 }

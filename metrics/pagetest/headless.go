@@ -18,11 +18,9 @@ import (
 	"time"
 )
 
-// candidates are the names Debian and other distributions use.
-var candidates = []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"}
-
 func find() string {
-	for _, c := range candidates {
+	// The names Debian and other distributions use.
+	for _, c := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
 		if p, err := exec.LookPath(c); err == nil {
 			return p
 		}
