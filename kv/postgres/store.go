@@ -29,6 +29,7 @@ type Store struct {
 	sqlGet, sqlSet, sqlInsert, sqlUpdateIf, sqlDelete string
 	sqlScanAll, sqlScanFrom, sqlScanAfter             string
 	sqlLockRow, sqlDeleteIf                           string
+	sqlShareRow, sqlUpdate                            string
 }
 
 // Open matches the kv/drivers opener signature.
@@ -75,6 +76,8 @@ func NewWithConfig(ctx context.Context, cfg *Config) (*Store, error) {
 		sqlScanAfter: `SELECT key,value FROM ` + t + ` WHERE partition_key=$1 AND key > $2 ORDER BY key LIMIT $3`,
 		sqlLockRow:   `SELECT value FROM ` + t + ` WHERE partition_key=$1 AND key=$2 FOR UPDATE`,
 		sqlDeleteIf:  `DELETE FROM ` + t + ` WHERE partition_key=$1 AND key=$2 AND value=$3`,
+		sqlShareRow:  `SELECT value FROM ` + t + ` WHERE partition_key=$1 AND key=$2 FOR SHARE`,
+		sqlUpdate:    `UPDATE ` + t + ` SET value=$3 WHERE key=$2 AND partition_key=$1`,
 	}, nil
 }
 
@@ -251,17 +254,30 @@ func (s *Store) Batch(ctx context.Context, ops []kv.Op) error {
 	if len(keys) == 0 {
 		return nil
 	}
+	if len(keys) == 1 {
+		if err, ok := s.batchOne(ctx, keys[0]); ok {
+			return err
+		}
+	}
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
 	if err != nil {
 		return wrapErr(ctx, "batch", err)
 	}
 	// Rollback after Commit is a no-op; it also runs on every early return.
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	// Conditions first, each holding its row lock until commit; then the
+	// writes, pipelined in one round trip.
+	var writes pgx.Batch
 	for _, k := range keys {
-		if err := s.batchKey(ctx, tx, k); err != nil {
+		if err := s.batchKey(ctx, tx, k, &writes); err != nil {
 			if errors.Is(err, kv.ErrPredicateFailed) {
 				return err
 			}
+			return wrapErr(ctx, "batch", err)
+		}
+	}
+	if writes.Len() > 0 {
+		if err := tx.SendBatch(ctx, &writes).Close(); err != nil {
 			return wrapErr(ctx, "batch", err)
 		}
 	}
@@ -271,10 +287,15 @@ func (s *Store) Batch(ctx context.Context, ops []kv.Op) error {
 	return nil
 }
 
-func (s *Store) batchKey(ctx context.Context, tx pgx.Tx, k kv.KeyOps) error {
+// batchKey checks the key's conditions under a row lock and queues its
+// write (or the removal of a placeholder row) into writes.
+func (s *Store) batchKey(ctx context.Context, tx pgx.Tx, k kv.KeyOps, writes *pgx.Batch) error {
 	placeholder := false
 	if len(k.Conds) > 0 {
-		exists, cur, err := s.lockKey(ctx, tx, k.PartitionKey, k.Key)
+		// A key that is only checked needs to stay unchanged, not to be
+		// ours: a share lock lets concurrent batches check it too (every
+		// writer of a repository checks its record).
+		exists, cur, err := s.lockKey(ctx, tx, k.PartitionKey, k.Key, k.Write == kv.WriteNone)
 		if err != nil {
 			return err
 		}
@@ -283,24 +304,97 @@ func (s *Store) batchKey(ctx context.Context, tx pgx.Tx, k kv.KeyOps) error {
 			return kv.ErrPredicateFailed
 		}
 	}
-	var err error
 	switch {
 	case k.Write == kv.WritePut:
-		_, err = tx.Exec(ctx, s.sqlSet, k.PartitionKey, k.Key, k.Value)
+		writes.Queue(s.sqlSet, k.PartitionKey, k.Key, k.Value)
 	case k.Write == kv.WriteDelete || placeholder:
-		_, err = tx.Exec(ctx, s.sqlDelete, k.PartitionKey, k.Key)
+		writes.Queue(s.sqlDelete, k.PartitionKey, k.Key)
 	}
-	return err
+	return nil
+}
+
+// batchOne applies a batch on a single key as one statement, without a
+// transaction: one round trip instead of four or more. Conditional writes
+// are compare-and-set statements (PostgreSQL re-checks an UPDATE's or
+// DELETE's WHERE on the latest row version, so they are atomic); a pure
+// check is one read. ok is false for shapes it does not cover (several
+// conditions on the key), which take the transaction path.
+func (s *Store) batchOne(ctx context.Context, k kv.KeyOps) (err error, ok bool) {
+	var (
+		tag   pgconn.CommandTag
+		query string
+		args  []any
+	)
+	switch len(k.Conds) {
+	case 0:
+		switch k.Write {
+		case kv.WritePut:
+			_, err = s.pool.Exec(ctx, s.sqlSet, k.PartitionKey, k.Key, k.Value)
+		case kv.WriteDelete:
+			_, err = s.pool.Exec(ctx, s.sqlDelete, k.PartitionKey, k.Key)
+		default:
+			return nil, true
+		}
+		if err != nil {
+			return wrapErr(ctx, "batch", err), true
+		}
+		return nil, true
+	case 1:
+	default:
+		return nil, false
+	}
+	c := k.Conds[0]
+	wantAbsent := c.Predicate == nil && c.Kind != kv.OpDeleteIf
+	switch {
+	case k.Write == kv.WriteNone || (wantAbsent && k.Write == kv.WriteDelete):
+		// Nothing to write (deleting a key required to be absent is a
+		// no-op): the condition alone decides, read once.
+		var cur []byte
+		err := s.pool.QueryRow(ctx, s.sqlGet, k.Key, k.PartitionKey).Scan(&cur)
+		exists := err == nil
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return wrapErr(ctx, "batch", err), true
+		}
+		if cur == nil {
+			cur = []byte{}
+		}
+		if !k.Holds(exists, cur) {
+			return kv.ErrPredicateFailed, true
+		}
+		return nil, true
+	case wantAbsent: // put if absent
+		query, args = s.sqlInsert, []any{k.PartitionKey, k.Key, k.Value}
+	case k.Write == kv.WritePut && c.Predicate == nil: // present, any value
+		query, args = s.sqlUpdate, []any{k.PartitionKey, k.Key, k.Value}
+	case k.Write == kv.WritePut:
+		query, args = s.sqlUpdateIf, []any{k.PartitionKey, k.Key, k.Value, []byte(c.Predicate)}
+	case c.Predicate == nil: // delete if present
+		query, args = s.sqlDelete, []any{k.PartitionKey, k.Key}
+	default:
+		query, args = s.sqlDeleteIf, []any{k.PartitionKey, k.Key, []byte(c.Predicate)}
+	}
+	tag, err = s.pool.Exec(ctx, query, args...)
+	if err != nil {
+		return wrapErr(ctx, "batch", err), true
+	}
+	if tag.RowsAffected() != 1 {
+		return kv.ErrPredicateFailed, true
+	}
+	return nil, true
 }
 
 // lockKey returns the key's current state and keeps it from changing until
 // the transaction ends: a present row is locked FOR UPDATE; an absent key
 // gets a placeholder row whose uncommitted index entry makes concurrent
 // inserts of the key wait for us.
-func (s *Store) lockKey(ctx context.Context, tx pgx.Tx, pk, key []byte) (bool, []byte, error) {
+func (s *Store) lockKey(ctx context.Context, tx pgx.Tx, pk, key []byte, shared bool) (bool, []byte, error) {
+	lock := s.sqlLockRow
+	if shared {
+		lock = s.sqlShareRow
+	}
 	for range 5 {
 		var cur []byte
-		err := tx.QueryRow(ctx, s.sqlLockRow, pk, key).Scan(&cur)
+		err := tx.QueryRow(ctx, lock, pk, key).Scan(&cur)
 		if err == nil {
 			if cur == nil {
 				cur = []byte{}
