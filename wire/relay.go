@@ -17,7 +17,7 @@ func (s *Session) runRelayLoop() error {
 	if cfg.NoEventLoop || s.tls || cfg.IdleInTransactionTimeout > 0 {
 		return s.runRelay()
 	}
-	l := s.srv.eventLoop()
+	l := s.srv.eventLoop(s.pid)
 	if l == nil {
 		return s.runRelay()
 	}

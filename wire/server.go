@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,7 +50,7 @@ type Server struct {
 	closing   bool
 	wg        sync.WaitGroup
 
-	loop    *eventLoop
+	loops   []*eventLoop
 	loopErr error
 
 	nextPID atomic.Uint32
@@ -215,26 +216,37 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
-// eventLoop starts the relay event loop on first use; nil if it cannot run.
-func (s *Server) eventLoop() *eventLoop {
+// eventLoop returns the relay event loop for a session, starting the loops
+// (one per GOMAXPROCS, each on its own OS thread) on first use; nil if they
+// cannot run.
+func (s *Server) eventLoop(pid uint32) *eventLoop {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.loop == nil && s.loopErr == nil && !s.closing {
-		s.loop, s.loopErr = newEventLoop(s.cfg.MaxMessageSize)
-		if s.loopErr != nil {
-			s.log.Warn("relay event loop unavailable, using goroutines", "err", s.loopErr)
+	if s.loops == nil && s.loopErr == nil && !s.closing {
+		n := runtime.GOMAXPROCS(0)
+		for i := 0; i < n; i++ {
+			l, err := newEventLoop(s.cfg.MaxMessageSize)
+			if err != nil {
+				s.loopErr = err
+				s.log.Warn("relay event loop unavailable, using goroutines", "err", err)
+				break
+			}
+			s.loops = append(s.loops, l)
 		}
 	}
-	return s.loop
+	if len(s.loops) == 0 {
+		return nil
+	}
+	return s.loops[int(pid)%len(s.loops)]
 }
 
 func (s *Server) stopLoop() {
 	s.mu.Lock()
-	l := s.loop
-	s.loop = nil
+	loops := s.loops
+	s.loops = nil
 	s.loopErr = ErrServerClosed
 	s.mu.Unlock()
-	if l != nil {
+	for _, l := range loops {
 		l.stop()
 	}
 }
