@@ -126,6 +126,13 @@ type BackfillResult struct {
 	Reverted Counts `json:"reverted"`
 	Total    Counts `json:"total"`
 	Status   Status `json:"status"`
+	// Seconds is this run's time by stage; ReadSeconds, WriteSeconds and
+	// RecheckSeconds split it into upstream page reads, KV writes and
+	// upstream re-reads.
+	Seconds        map[string]float64 `json:"seconds"`
+	ReadSeconds    float64            `json:"read_seconds"`
+	WriteSeconds   float64            `json:"write_seconds"`
+	RecheckSeconds float64            `json:"recheck_seconds"`
 }
 
 // Backfill copies the ref store from PostgreSQL into KV; see the package
@@ -160,7 +167,7 @@ func NewBackfill(o BackfillOptions) (*Backfill, error) {
 // records the status. It is idempotent: a second run copies nothing that
 // is already there.
 func (b *Backfill) Run(ctx context.Context) (BackfillResult, error) {
-	b.run = BackfillResult{Copied: Counts{}, Present: Counts{}, Reverted: Counts{}}
+	b.run = BackfillResult{Copied: Counts{}, Present: Counts{}, Reverted: Counts{}, Seconds: map[string]float64{}}
 	err := getRecord(ctx, b.o.KV, KeyBackfillCheckpoint, &b.cp)
 	switch {
 	case err == nil:
@@ -195,9 +202,11 @@ func (b *Backfill) Run(ctx context.Context) (BackfillResult, error) {
 		if err := ctx.Err(); err != nil {
 			return b.run, err
 		}
+		t0, stage := time.Now(), b.cp.Stage
 		if err := b.step(ctx); err != nil {
 			return b.run, fmt.Errorf("backfill %s %s: %w", b.cp.Stage, b.cp.Repo, err)
 		}
+		b.run.Seconds[stage] += time.Since(t0).Seconds()
 		if err := putRecord(ctx, b.o.KV, KeyBackfillCheckpoint, b.cp); err != nil {
 			return b.run, err
 		}
@@ -473,6 +482,7 @@ func (b *Backfill) page(ctx context.Context, entity string, read func() ([]Row, 
 		return err
 	}
 	latency := time.Since(t0)
+	b.run.ReadSeconds += latency.Seconds()
 	if len(rows) == 0 {
 		next()
 		return nil
@@ -526,9 +536,11 @@ func (b *Backfill) copyRows(ctx context.Context, entity string, rows []Row) (kep
 	if b.o.Hook != nil {
 		b.o.Hook(ctx, "before-write", entity, keys)
 	}
+	tw := time.Now()
 	if err := createIfAbsent(ctx, b.o.KV, items); err != nil {
 		return 0, err
 	}
+	b.run.WriteSeconds += time.Since(tw).Seconds()
 	if b.o.Hook != nil {
 		b.o.Hook(ctx, "after-write", entity, keys)
 	}
@@ -538,10 +550,12 @@ func (b *Backfill) copyRows(ctx context.Context, entity string, rows []Row) (kep
 			written = append(written, it.key)
 		}
 	}
+	tr := time.Now()
 	now, err := readRows(ctx, b.o.Source, entity, written)
 	if err != nil {
 		return 0, err
 	}
+	b.run.RecheckSeconds += time.Since(tr).Seconds()
 	copied, present, reverted := int64(0), int64(0), int64(0)
 	for _, it := range items {
 		if !it.written {

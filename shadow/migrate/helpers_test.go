@@ -26,6 +26,31 @@ func testCtx(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
+func benchCtx(b *testing.B, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	b.Cleanup(cancel)
+	return ctx
+}
+
+// legacyPoolB is legacyPool for benchmarks.
+func legacyPoolB(b *testing.B, ctx context.Context, cfg legacygen.Config) (*pgxpool.Pool, legacygen.Stats) {
+	b.Helper()
+	dsn := testenv.PostgresDB(b)
+	if err := legacy.LoadSchema(ctx, dsn); err != nil {
+		b.Fatal(err)
+	}
+	st, err := legacygen.Generate(ctx, dsn, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pool, err := pgxpool.New(ctx, dsn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(pool.Close)
+	return pool, st
+}
+
 // legacyPool returns a pool on a fresh legacy database filled by the
 // generator with cfg.
 func legacyPool(t *testing.T, ctx context.Context, cfg legacygen.Config) (*pgxpool.Pool, legacygen.Stats) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/rs/xid"
 
@@ -26,39 +27,93 @@ type item struct {
 	written bool
 }
 
+// batchWorkers is how many atomic batches of one page are in flight at
+// once: a server-backed store spends most of a batch waiting on the
+// network.
+const batchWorkers = 4
+
 // createIfAbsent writes every item whose key is absent and marks it
 // written; a present key (a dual write, or an earlier run, got there first)
-// is left alone. Batches are atomic, so one present key fails its batch,
-// which is then retried key by key.
+// is left alone. A BulkInserter takes the whole page in one round trip;
+// otherwise batches are atomic, so one present key fails its batch, which
+// is then retried key by key.
 func createIfAbsent(ctx context.Context, s kv.Store, items []*item) error {
-	b, _ := s.(kv.Batcher)
-	for start := 0; start < len(items); start += maxBatch {
-		chunk := items[start:min(start+maxBatch, len(items))]
-		if b != nil && len(chunk) > 1 {
-			ops := make([]kv.Op, len(chunk))
-			for i, it := range chunk {
-				ops[i] = kv.Op{Kind: kv.OpSetIf, PartitionKey: it.pk, Key: it.k, Value: it.value}
-			}
-			err := b.Batch(ctx, ops)
-			if err == nil {
-				for _, it := range chunk {
-					it.written = true
-				}
-				continue
-			}
-			if !errors.Is(err, kv.ErrPredicateFailed) && !errors.Is(err, kv.ErrBatchTooLarge) {
-				return fmt.Errorf("write batch: %w", err)
-			}
+	if bi, ok := s.(kv.BulkInserter); ok && len(items) > 0 {
+		es := make([]kv.Entry, len(items))
+		for i, it := range items {
+			es[i] = kv.Entry{PartitionKey: it.pk, Key: it.k, Value: it.value}
 		}
-		for _, it := range chunk {
-			err := s.SetIf(ctx, it.pk, it.k, it.value, nil)
-			switch {
-			case err == nil:
+		ins, err := bi.InsertIfAbsent(ctx, es)
+		if err != nil {
+			return fmt.Errorf("write page: %w", err)
+		}
+		for i, it := range items {
+			it.written = ins[i]
+		}
+		return nil
+	}
+	// One atomic batch for the page if the store takes it (bbolt does, in
+	// one fsync); stores with a smaller limit refuse before writing.
+	if b, ok := s.(kv.Batcher); ok && len(items) > maxBatch {
+		err := b.Batch(ctx, setIfAbsentOps(items))
+		if err == nil {
+			for _, it := range items {
 				it.written = true
-			case errors.Is(err, kv.ErrPredicateFailed):
-			default:
-				return fmt.Errorf("write %s: %w", it.key, err)
 			}
+			return nil
+		}
+		if !errors.Is(err, kv.ErrPredicateFailed) && !errors.Is(err, kv.ErrBatchTooLarge) {
+			return fmt.Errorf("write batch: %w", err)
+		}
+	}
+	var chunks [][]*item
+	for start := 0; start < len(items); start += maxBatch {
+		chunks = append(chunks, items[start:min(start+maxBatch, len(items))])
+	}
+	errs := make([]error, len(chunks))
+	sem := make(chan struct{}, batchWorkers)
+	var wg sync.WaitGroup
+	for i, chunk := range chunks {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			errs[i] = createChunk(ctx, s, chunk)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func setIfAbsentOps(items []*item) []kv.Op {
+	ops := make([]kv.Op, len(items))
+	for i, it := range items {
+		ops[i] = kv.Op{Kind: kv.OpSetIf, PartitionKey: it.pk, Key: it.k, Value: it.value}
+	}
+	return ops
+}
+
+func createChunk(ctx context.Context, s kv.Store, chunk []*item) error {
+	if b, ok := s.(kv.Batcher); ok && len(chunk) > 1 {
+		err := b.Batch(ctx, setIfAbsentOps(chunk))
+		if err == nil {
+			for _, it := range chunk {
+				it.written = true
+			}
+			return nil
+		}
+		if !errors.Is(err, kv.ErrPredicateFailed) && !errors.Is(err, kv.ErrBatchTooLarge) {
+			return fmt.Errorf("write batch: %w", err)
+		}
+	}
+	for _, it := range chunk {
+		err := s.SetIf(ctx, it.pk, it.k, it.value, nil)
+		switch {
+		case err == nil:
+			it.written = true
+		case errors.Is(err, kv.ErrPredicateFailed):
+		default:
+			return fmt.Errorf("write %s: %w", it.key, err)
 		}
 	}
 	return nil

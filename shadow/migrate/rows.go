@@ -379,8 +379,20 @@ func readRows(ctx context.Context, q querier, entity string, keys []Key) (map[st
 	case EntityTags:
 		rs, err = collect(ctx, q, entity, `SELECT `+tagCols+` FROM graveler_tags WHERE repository_id = $1 AND id = ANY($2)`, keys[0].Repository, ids)
 	case EntityStaging:
-		rs, err = collect(ctx, q, entity, `SELECT `+stagingCols+` FROM graveler_staging_kv s
-			WHERE (s.staging_token, s.key) IN (SELECT t, k FROM unnest($1::text[], $2::bytea[]) AS u(t, k))`, ids, skeys)
+		// A page of staged entries is a keyset range (the caller passes
+		// keys in page order): one index range scan
+		// (of the rows between the first and last key) is much cheaper on
+		// the partitioned table than a lookup per pair.
+		// keys are in the page's order, which is the index order.
+		lo, hi := keys[0], keys[len(keys)-1]
+		rs, err = collect(ctx, q, entity, `SELECT `+stagingCols+` FROM graveler_staging_kv
+			WHERE (staging_token, key) >= ($1, $2) AND (staging_token, key) <= ($3, $4)`, lo.ID, lo.StagingKey, hi.ID, hi.StagingKey)
+		if err == nil && len(rs) > 4*len(keys) {
+			// The range was not a page (e.g. keys of many tokens): look
+			// the pairs up instead.
+			rs, err = collect(ctx, q, entity, `SELECT `+stagingCols+` FROM graveler_staging_kv s
+				WHERE (s.staging_token, s.key) IN (SELECT t, k FROM unnest($1::text[], $2::bytea[]) AS u(t, k))`, ids, skeys)
+		}
 	default:
 		return nil, fmt.Errorf("%w: entity %q", ErrBadKey, entity)
 	}
