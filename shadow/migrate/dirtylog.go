@@ -2,7 +2,10 @@ package migrate
 
 import (
 	"context"
+	"fmt"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/kvproxy/kvproxy/shadow/dirty"
 )
@@ -32,4 +35,52 @@ func (d dirtyLogKeys) List(ctx context.Context) ([]Key, error) {
 		out[i] = Key(e.Key)
 	}
 	return out, nil
+}
+
+// Syncer repairs keys of the dirty-key log (it is a dirty.Syncer): each
+// Sync makes KV (or PostgreSQL, with Direction KVToSQL) hold what the
+// authoritative store holds for the key, re-checked; a whole key syncs
+// every row of its set, extras deleted.
+type Syncer struct {
+	o VerifyOptions
+}
+
+var _ dirty.Syncer = (*Syncer)(nil)
+
+// NewSyncer returns a Syncer; Source and KV are required, Direction says
+// which store is authoritative.
+func NewSyncer(o VerifyOptions) (*Syncer, error) {
+	o.Repair, o.Incremental, o.Dirty = true, false, nil
+	if _, err := NewVerifier(o); err != nil {
+		return nil, err
+	}
+	return &Syncer{o: o}, nil
+}
+
+// Sync repairs one key. It is safe to call concurrently.
+func (s *Syncer) Sync(ctx context.Context, dk dirty.Key) error {
+	v, err := NewVerifier(s.o)
+	if err != nil {
+		return err
+	}
+	k := Key(dk)
+	if !k.whole() {
+		if err := k.check(); err != nil {
+			return err
+		}
+		return v.repair(ctx, k, "")
+	}
+	tx, err := s.o.Source.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return fmt.Errorf("begin snapshot: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	v.tx = tx
+	if err := v.wholeKey(ctx, k); err != nil {
+		return err
+	}
+	if v.rep.RepairFailed > 0 {
+		return fmt.Errorf("%s: %d rows could not be repaired: %w", k, v.rep.RepairFailed, ErrRepairRaced)
+	}
+	return nil
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/kvproxy/kvproxy/kv/mem"
 	"github.com/kvproxy/kvproxy/metrics"
 	"github.com/kvproxy/kvproxy/refstore"
+	"github.com/kvproxy/kvproxy/shadow/dirty"
 	"github.com/kvproxy/kvproxy/tests/legacygen"
 )
 
@@ -699,5 +700,54 @@ func TestProgressAndThrottle(t *testing.T) {
 	cancel()
 	if err := th.wait(ctx, 1, 100*time.Millisecond); !errors.Is(err, context.Canceled) || th.delay < 100*time.Millisecond {
 		t.Errorf("after a slow page: delay %v, err %v", th.delay, err)
+	}
+}
+
+// TestSyncerRepairsDirtyKeys uses the Syncer the dirty-key repairer calls:
+// one key, and a whole key (every staged entry of a token).
+func TestSyncerRepairsDirtyKeys(t *testing.T) {
+	ctx := testCtx(t, 3*time.Minute)
+	pool, _ := legacyPool(t, ctx, smallData)
+	s := mem.New()
+	t.Cleanup(s.Close)
+	rs := newRefStore(t, ctx, s)
+	backfill(t, ctx, pool, s, nil)
+	b, err := rs.GetBranch(ctx, "repo-0000", "main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := *b.StagingToken
+	// A stale branch, a staged entry KV misses and one it should not have.
+	if err := rs.SetBranch(ctx, refstore.BranchRow{RepositoryID: "repo-0000", ID: "main", StagingToken: strp("stale"), CommitID: strp("stale")}); err != nil {
+		t.Fatal(err)
+	}
+	staged, err := rs.ListStaged(ctx, tok, nil, 1)
+	if err != nil || len(staged) != 1 {
+		t.Fatalf("staged: %v", err)
+	}
+	if _, err := rs.DropStagedKey(ctx, tok, staged[0].Key); err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.SetStaged(ctx, refstore.StagingRow{StagingToken: tok, Key: []byte("extra"), Identity: []byte("i"), Data: []byte("d")}); err != nil {
+		t.Fatal(err)
+	}
+	sy, err := NewSyncer(VerifyOptions{Source: pool, KV: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []dirty.Key{
+		{Entity: dirty.Branches, Repository: "repo-0000", ID: "main"},
+		{Entity: dirty.Staging, ID: tok},
+	}
+	for _, k := range cases {
+		if err := sy.Sync(ctx, k); err != nil {
+			t.Fatalf("sync %s: %v", k, err)
+		}
+	}
+	if rep := verify(t, ctx, pool, s, nil); sumDiff(rep) != 0 {
+		t.Fatalf("after sync:\n%s", rep)
+	}
+	if err := sy.Sync(ctx, dirty.Key{Entity: "nonsense", ID: "x"}); !errors.Is(err, ErrBadKey) {
+		t.Errorf("bad key: %v", err)
 	}
 }
