@@ -177,6 +177,7 @@ func (l *eventLoop) run() {
 	defer runtime.UnlockOSThread()
 	defer close(l.done)
 	defer l.closeFDs()
+	defer l.drainCommands()
 	events := make([]syscall.EpollEvent, 128)
 	var wake [64]byte
 	for {
@@ -209,6 +210,24 @@ func (l *eventLoop) run() {
 				continue
 			}
 			l.event(ls, int(fd), ev.Events)
+		}
+	}
+}
+
+// drainCommands answers commands that arrive after the loop ended, so no
+// session waits for it forever.
+func (l *eventLoop) drainCommands() {
+	l.mu.Lock()
+	l.stopped = true
+	cmds := l.cmds
+	l.cmds = nil
+	l.mu.Unlock()
+	for _, c := range cmds {
+		if c.add != nil {
+			c.add.result <- c.add.snapshot(ErrServerClosed)
+		}
+		if c.ack != nil {
+			close(c.ack)
 		}
 	}
 }
@@ -264,8 +283,13 @@ func (l *eventLoop) finish(ls *loopSess, err error) {
 	delete(l.byFD, int32(ls.ufd))
 	_ = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, ls.cfd, nil)
 	_ = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, ls.ufd, nil)
+	ls.result <- ls.snapshot(err)
+}
+
+// snapshot is the relay state the session's goroutine resumes from.
+func (ls *loopSess) snapshot(err error) loopResult {
 	cp := func(b []byte) []byte { return append([]byte(nil), b...) }
-	ls.result <- loopResult{
+	return loopResult{
 		toUp: cp(ls.c2u.buf[ls.c2u.head:ls.c2u.parsed]), fromClient: cp(ls.c2u.buf[ls.c2u.parsed:ls.c2u.end]), needClient: ls.c2u.need,
 		toClient: cp(ls.u2c.buf[ls.u2c.head:ls.u2c.parsed]), fromUp: cp(ls.u2c.buf[ls.u2c.parsed:ls.u2c.end]), needUp: ls.u2c.need,
 		err: err,
