@@ -643,8 +643,21 @@ func (s *Session) forwardQuery(sql string, ins *inspection) (failed bool, err er
 				return failed, err
 			}
 		default:
+			s.noteParameter(m)
 			s.writeRaw(m.typ, m.body)
 		}
+	}
+}
+
+// noteParameter keeps Session.ParameterStatus current when a forwarded SET
+// changes a reported parameter.
+func (s *Session) noteParameter(m upMsg) {
+	if m.typ != 'S' {
+		return
+	}
+	var ps pgproto3.ParameterStatus
+	if ps.Decode(m.body) == nil {
+		s.status[ps.Name] = ps.Value
 	}
 }
 
@@ -1183,6 +1196,7 @@ func (s *Session) drain(flush bool) error {
 				return err
 			}
 		default:
+			s.noteParameter(m)
 			s.writeRaw(m.typ, m.body)
 		}
 	}

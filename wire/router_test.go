@@ -463,3 +463,35 @@ func TestSessionCloseCallbacks(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// paramRouter answers "SHOW PROXY timezone" locally from the session's
+// ParameterStatus, which must follow forwarded SETs.
+type paramRouter struct{}
+
+func (paramRouter) Route(_ context.Context, _ *Session, sql string) (Handler, error) {
+	if sql != "SHOW PROXY timezone" {
+		return Forward(), nil
+	}
+	return Local(localFunc{cols: []Column{{Name: "tz", TypeOID: 25}}, exec: func(_ context.Context, sess *Session, _ Params, w *RowWriter) (string, error) {
+		return "SHOW", w.WriteRow(sess.ParameterStatus("TimeZone"))
+	}}), nil
+}
+
+func TestParameterStatusFollowsSet(t *testing.T) {
+	up := testenv.PostgresDB(t)
+	p := startProxy(t, Config{UpstreamDSN: up}, paramRouter{})
+	ctx := ctxT(t)
+	conn := connect(t, ctx, p.dsn("", ""))
+	for _, tz := range []string{"Asia/Tokyo", "Europe/Paris"} {
+		if _, err := conn.Exec(ctx, "SET TimeZone = '"+tz+"'"); err != nil {
+			t.Fatal(err)
+		}
+		var got string
+		if err := conn.QueryRow(ctx, "SHOW PROXY timezone", pgx.QueryExecModeSimpleProtocol).Scan(&got); err != nil || got != tz {
+			t.Fatalf("TimeZone %q %v, want %q", got, err, tz)
+		}
+		if conn.PgConn().ParameterStatus("TimeZone") != tz {
+			t.Fatalf("client saw TimeZone %q", conn.PgConn().ParameterStatus("TimeZone"))
+		}
+	}
+}

@@ -94,7 +94,8 @@ func (s *Session) Database() string { return s.database }
 // StartupParameter returns a parameter from the client's startup message.
 func (s *Session) StartupParameter(name string) string { return s.params[name] }
 
-// ParameterStatus returns a parameter as reported to the client.
+// ParameterStatus returns a parameter as reported to the client (kept
+// current through forwarded SETs on the routed path).
 func (s *Session) ParameterStatus(name string) string { return s.status[name] }
 
 // RemoteAddr is the client's address.
