@@ -53,19 +53,28 @@ func TestBatchShapesMatchMem(t *testing.T) {
 	n := 0
 	for _, initial := range [][]byte{nil, v, {}} {
 		for _, ops := range cases {
-			for _, withOther := range []bool{false, true} {
+			// A second key sends the batch down the transaction paths
+			// (pipelined, or sequential when one key mixes conditions).
+			for _, other := range []*kv.Op{nil,
+				{Kind: kv.OpSet, Value: []byte("o")},
+				{Kind: kv.OpSetIf, Value: []byte("o")},
+				{Kind: kv.OpCheck},
+				{Kind: kv.OpCheck, Predicate: []byte("o")},
+			} {
 				n++
 				pk := fmt.Appendf(nil, "p%d", n)
-				key, other := []byte("k"), []byte("other")
+				key := []byte("k")
 				var batch []kv.Op
 				for _, op := range ops {
 					op.PartitionKey, op.Key = pk, key
 					batch = append(batch, op)
 				}
-				if withOther {
-					batch = append(batch, kv.Op{Kind: kv.OpSet, PartitionKey: pk, Key: other, Value: []byte("o")})
+				if other != nil {
+					o := *other
+					o.PartitionKey, o.Key = pk, []byte("other")
+					batch = append(batch, o)
 				}
-				name := fmt.Sprintf("initial=%q ops=%v other=%v", initial, ops, withOther)
+				name := fmt.Sprintf("initial=%q ops=%v other=%v", initial, ops, other)
 				var errs [2]error
 				var finals [2][]byte
 				var founds [2]bool

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -259,6 +260,9 @@ func (s *Store) Batch(ctx context.Context, ops []kv.Op) error {
 			return err
 		}
 	}
+	if err, ok := s.batchPipelined(ctx, keys); ok {
+		return err
+	}
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
 	if err != nil {
 		return wrapErr(ctx, "batch", err)
@@ -285,6 +289,148 @@ func (s *Store) Batch(ctx context.Context, ops []kv.Op) error {
 		return wrapErr(ctx, "batch commit", err)
 	}
 	return nil
+}
+
+// expectation says what every condition on a key needs: the key absent,
+// the key present (with some value), or a mix (only the sequential path
+// handles that).
+func expectation(k kv.KeyOps) (absent, present bool) {
+	for _, c := range k.Conds {
+		if c.Predicate == nil && c.Kind != kv.OpDeleteIf {
+			absent = true
+		} else {
+			present = true
+		}
+	}
+	return absent, present
+}
+
+// batchPipelined is Batch in two round trips: BEGIN and every condition's
+// lock in one pipeline, then the writes and COMMIT in another (one
+// pipeline in all when there are no conditions). A key whose conditions
+// all need it absent gets a placeholder row (inserted: it was absent, and
+// our uncommitted row makes concurrent inserts wait; not inserted: it
+// exists, the condition fails); one whose conditions all need it present
+// is locked with SELECT ... FOR UPDATE, or FOR SHARE when it is only
+// checked (absent: the condition fails). Statements of a pipeline run in
+// order, so locks are still taken in GroupOps' key order. ok is false, and
+// nothing was sent, when a key mixes both kinds of condition.
+func (s *Store) batchPipelined(ctx context.Context, keys []kv.KeyOps) (err error, ok bool) {
+	type probe struct {
+		k           *kv.KeyOps
+		placeholder bool
+	}
+	var probes []probe
+	for i := range keys {
+		k := &keys[i]
+		if len(k.Conds) == 0 {
+			continue
+		}
+		absent, present := expectation(*k)
+		if absent && present {
+			return nil, false
+		}
+		probes = append(probes, probe{k: k, placeholder: absent})
+	}
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return wrapErr(ctx, "batch", err), true
+	}
+	defer conn.Release()
+	open := false
+	defer func() {
+		if !open {
+			return
+		}
+		// The transaction is still open (a failed condition, an error):
+		// end it, or drop the connection so the pool cannot reuse it.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if _, rerr := conn.Exec(rctx, "ROLLBACK"); rerr != nil {
+			_ = conn.Conn().Close(rctx)
+		}
+	}()
+	var b pgx.Batch
+	b.Queue("BEGIN ISOLATION LEVEL READ COMMITTED")
+	for _, p := range probes {
+		switch {
+		case p.placeholder:
+			b.Queue(s.sqlInsert, p.k.PartitionKey, p.k.Key, []byte{})
+		case p.k.Write == kv.WriteNone:
+			b.Queue(s.sqlShareRow, p.k.PartitionKey, p.k.Key)
+		default:
+			b.Queue(s.sqlLockRow, p.k.PartitionKey, p.k.Key)
+		}
+	}
+	inserted := make(map[*kv.KeyOps]bool, len(probes))
+	if len(probes) > 0 {
+		open = true
+		br := conn.SendBatch(ctx, &b)
+		failed := false
+		_, err := br.Exec()
+		for _, p := range probes {
+			if err != nil {
+				break
+			}
+			if p.placeholder {
+				var tag pgconn.CommandTag
+				tag, err = br.Exec()
+				inserted[p.k] = tag.RowsAffected() == 1
+				failed = failed || (err == nil && !inserted[p.k])
+				continue
+			}
+			var cur []byte
+			err = br.QueryRow().Scan(&cur)
+			exists := err == nil
+			if errors.Is(err, pgx.ErrNoRows) {
+				err = nil
+			}
+			if cur == nil {
+				cur = []byte{}
+			}
+			failed = failed || (err == nil && !p.k.Holds(exists, cur))
+		}
+		if cerr := br.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return wrapErr(ctx, "batch", err), true
+		}
+		if failed {
+			return kv.ErrPredicateFailed, true
+		}
+		b = pgx.Batch{}
+	}
+	for i := range keys {
+		k := &keys[i]
+		switch {
+		case k.Write == kv.WritePut:
+			b.Queue(s.sqlSet, k.PartitionKey, k.Key, k.Value)
+		case k.Write == kv.WriteDelete || inserted[k]:
+			b.Queue(s.sqlDelete, k.PartitionKey, k.Key)
+		}
+	}
+	b.Queue("COMMIT")
+	open = true
+	br := conn.SendBatch(ctx, &b)
+	var tag pgconn.CommandTag
+	for range b.Len() {
+		if tag, err = br.Exec(); err != nil {
+			break
+		}
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return wrapErr(ctx, "batch", err), true
+	}
+	// COMMIT of a transaction that failed answers ROLLBACK, not an error.
+	if tag.String() != "COMMIT" {
+		return wrapErr(ctx, "batch commit", fmt.Errorf("transaction was rolled back (%s)", tag)), true
+	}
+	open = false
+	return nil, true
 }
 
 // batchKey checks the key's conditions under a row lock and queues its
