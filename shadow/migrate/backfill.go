@@ -505,7 +505,7 @@ func (b *Backfill) page(ctx context.Context, entity string, read func() ([]Row, 
 			b.o.Metrics.BackfillRowsPerSecond.Set(float64(len(rows)) / el)
 		}
 	}
-	return b.thr.wait(ctx, len(rows), latency)
+	return b.thr.wait(ctx, b.cp.Stage, len(rows), latency)
 }
 
 // copyRows writes rows with create-if-absent, re-reads the written ones in

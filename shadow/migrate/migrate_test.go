@@ -687,7 +687,7 @@ func TestProgressAndThrottle(t *testing.T) {
 	// A rate cap is a lower bound on elapsed time.
 	th := newThrottle(1000, nil)
 	start := time.Now()
-	if err := th.wait(context.Background(), 200, time.Millisecond); err != nil {
+	if err := th.wait(context.Background(), "p", 200, time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 	if el := time.Since(start); el < 150*time.Millisecond {
@@ -695,11 +695,17 @@ func TestProgressAndThrottle(t *testing.T) {
 	}
 	// A slow upstream page makes it back off.
 	th = newThrottle(0, nil)
-	_ = th.wait(context.Background(), 1, time.Millisecond)
+	_ = th.wait(context.Background(), "p", 10, time.Millisecond)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := th.wait(ctx, 1, 100*time.Millisecond); !errors.Is(err, context.Canceled) || th.delay < 100*time.Millisecond {
+	if err := th.wait(ctx, "p", 10, 100*time.Millisecond); !errors.Is(err, context.Canceled) || th.delay < 100*time.Millisecond {
 		t.Errorf("after a slow page: delay %v, err %v", th.delay, err)
+	}
+	// A slower kind of page is not a slow upstream.
+	th = newThrottle(0, nil)
+	_ = th.wait(context.Background(), "repositories", 10, time.Millisecond)
+	if err := th.wait(context.Background(), "staging", 10, 100*time.Millisecond); err != nil || th.delay != 0 {
+		t.Errorf("first page of another kind: delay %v, err %v", th.delay, err)
 	}
 }
 

@@ -108,42 +108,56 @@ func (p *Progress) show(stage string, done, total int64, final bool) {
 // PostgreSQL is slow, so a backfill never becomes the load that hurts the
 // live service.
 type throttle struct {
-	maxRate  float64 // rows per second; 0: unlimited
-	start    time.Time
-	rows     int64
-	baseline time.Duration // fastest page seen: the unloaded latency
+	maxRate float64 // rows per second; 0: unlimited
+	start   time.Time
+	rows    int64
+	// baseline is a slowly rising minimum of the per-row read latency of
+	// each kind of page: what the upstream takes when it is not loaded.
+	// Per kind, because a page of staged entries costs more than a page of
+	// repositories.
+	baseline map[string]time.Duration
 	delay    time.Duration
 	log      *slog.Logger
 }
 
-// slowFactor is how much slower than its best a page read must be before
-// the copy backs off; the floor keeps sub-millisecond noise out.
+// slowFactor is how much slower than its baseline a page read must be
+// before the copy backs off; the floor keeps sub-millisecond noise out.
 const (
 	slowFactor = 4
 	slowFloor  = 20 * time.Millisecond
-	maxDelay   = 5 * time.Second
+	maxDelay   = 2 * time.Second
 )
 
 func newThrottle(maxRate float64, log *slog.Logger) *throttle {
-	return &throttle{maxRate: maxRate, start: time.Now(), log: log}
+	return &throttle{maxRate: maxRate, start: time.Now(), log: log, baseline: map[string]time.Duration{}}
 }
 
-// wait is called after each page of rows whose upstream read took latency.
-func (t *throttle) wait(ctx context.Context, rows int, latency time.Duration) error {
+// wait is called after each page of rows of kind whose upstream read took
+// latency (0: not measured).
+func (t *throttle) wait(ctx context.Context, kind string, rows int, latency time.Duration) error {
 	t.rows += int64(rows)
-	if t.baseline == 0 || latency < t.baseline {
-		t.baseline = latency
-	}
-	var d time.Duration
-	if latency > slowFloor && latency > slowFactor*t.baseline {
-		t.delay = min(max(2*t.delay, latency), maxDelay)
-		if t.log != nil {
-			t.log.Warn("upstream slow, backing off", "page_latency", latency, "baseline", t.baseline, "delay", t.delay)
+	if latency > 0 && rows > 0 {
+		per := latency / time.Duration(rows)
+		base, ok := t.baseline[kind]
+		switch {
+		case !ok || per < base:
+			t.baseline[kind] = per
+		default:
+			// Rise 2% a page, so that a lasting change of the data (not
+			// of the load) becomes the new normal within a few hundred
+			// pages.
+			t.baseline[kind] = base + base/50 + 1
 		}
-	} else {
-		t.delay /= 2
+		if ok && latency > slowFloor && per > slowFactor*base {
+			t.delay = min(max(2*t.delay, latency), maxDelay)
+			if t.log != nil {
+				t.log.Warn("upstream slow, backing off", "kind", kind, "page_latency", latency, "per_row", per, "baseline_per_row", base, "delay", t.delay)
+			}
+		} else {
+			t.delay /= 2
+		}
 	}
-	d = t.delay
+	d := t.delay
 	if t.maxRate > 0 {
 		due := time.Duration(float64(t.rows) / t.maxRate * float64(time.Second))
 		if ahead := due - time.Since(t.start); ahead > d {

@@ -293,7 +293,7 @@ func (v *Verifier) record(ctx context.Context, result string, k Key, uid, detail
 	e := v.rep.entity(k.Entity)
 	v.cp.Rows++
 	if v.o.MaxRowsPerSecond > 0 && v.cp.Rows%int64(v.o.PageSize) == 0 {
-		if err := v.thr.wait(ctx, v.o.PageSize, 0); err != nil {
+		if err := v.thr.wait(ctx, "verify", v.o.PageSize, 0); err != nil {
 			return err
 		}
 	}
