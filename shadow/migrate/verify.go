@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -334,6 +335,7 @@ type sqlCursor struct {
 	entity string
 	page   int
 	buf    []Row
+	pos    int
 	done   bool
 }
 
@@ -347,22 +349,63 @@ func (v *Verifier) open(ctx context.Context, entity, query string, args ...any) 
 }
 
 func (c *sqlCursor) next(ctx context.Context) (Row, bool, error) {
-	if len(c.buf) == 0 && !c.done {
+	r, ok, err := c.peek(ctx)
+	if ok {
+		c.pos++
+	}
+	return r, ok, err
+}
+
+// peek returns the next row without consuming it.
+func (c *sqlCursor) peek(ctx context.Context) (Row, bool, error) {
+	if c.pos >= len(c.buf) && !c.done {
 		// Describe each FETCH: the text is the same for cursors of
 		// different columns, so a cached statement would decode wrongly.
 		rows, err := collect(ctx, c.tx, c.entity, fmt.Sprintf(`FETCH %d FROM %s`, c.page, c.name), pgx.QueryExecModeDescribeExec)
 		if err != nil {
 			return Row{}, false, err
 		}
-		c.buf, c.done = rows, len(rows) < c.page
+		c.buf, c.pos, c.done = rows, 0, len(rows) < c.page
 	}
-	if len(c.buf) == 0 {
+	if c.pos >= len(c.buf) {
 		return Row{}, false, nil
 	}
-	r := c.buf[0]
-	c.buf = c.buf[1:]
-	return r, true, nil
+	return c.buf[c.pos], true, nil
 }
+
+// rowSource is the SQL side of a merge.
+type rowSource interface {
+	next(ctx context.Context) (Row, bool, error)
+	close(ctx context.Context)
+}
+
+// tokenRows is the part of a staging cursor (ordered by token) that
+// belongs to one token.
+type tokenRows struct {
+	c     *sqlCursor
+	token string
+}
+
+func (t *tokenRows) next(ctx context.Context) (Row, bool, error) {
+	for {
+		r, ok, err := t.c.peek(ctx)
+		if err != nil || !ok {
+			return r, ok, err
+		}
+		switch c := strings.Compare(r.Staged.StagingToken, t.token); {
+		case c < 0:
+			// A token with no place in the list (cannot happen: the query
+			// selects only listed tokens); drop it.
+			_, _, _ = t.c.next(ctx)
+		case c > 0:
+			return Row{}, false, nil
+		default:
+			return t.c.next(ctx)
+		}
+	}
+}
+
+func (t *tokenRows) close(context.Context) {}
 
 func (c *sqlCursor) close(ctx context.Context) {
 	_, _ = c.tx.Exec(ctx, `CLOSE `+c.name)
@@ -389,7 +432,7 @@ func (s *kvSide) next() (suffix, key, value []byte, ok bool, err error) {
 // merge walks SQL rows and KV entries in the same order and records each
 // key as match, mismatch, missing or extra. sortKey gives a SQL row's
 // position; keyOf names a KV-only entry; onKV sees every decoded KV row.
-func (v *Verifier) merge(ctx context.Context, entity, uid string, sql *sqlCursor, kvs *kvSide,
+func (v *Verifier) merge(ctx context.Context, entity, uid string, sql rowSource, kvs *kvSide,
 	sortKey func(Row) []byte, keyOf func(suffix, key []byte) Key, onBoth func(sqlRow, kvRow *Row) (string, error),
 ) error {
 	defer sql.close(ctx)
@@ -629,11 +672,8 @@ func (v *Verifier) repoRows(ctx context.Context, repo string, inSQL bool, uid st
 	for t := range tokens {
 		toks = append(toks, t)
 	}
-	slices.Sort(toks)
-	for _, t := range toks {
-		if err := v.staging(ctx, t); err != nil {
-			return 0, 0, err
-		}
+	if err := v.stagingTokens(ctx, toks); err != nil {
+		return 0, 0, err
 	}
 	return sqlRows, kvRows, nil
 }
@@ -672,6 +712,36 @@ func (v *Verifier) entityInRepo(ctx context.Context, repo, entity, prefix, query
 	return sqlRows, kvRows, err
 }
 
+// stagingTokens verifies the entries of tokens with one cursor, ordered
+// by token bytewise and then key, cut per token and merged with a scan of
+// each token's partition.
+func (v *Verifier) stagingTokens(ctx context.Context, toks []string) error {
+	if len(toks) == 0 {
+		return nil
+	}
+	slices.Sort(toks)
+	sql, err := v.open(ctx, EntityStaging, `SELECT `+stagingCols+` FROM graveler_staging_kv WHERE staging_token = ANY($1) ORDER BY staging_token COLLATE "C", key`, toks)
+	if err != nil {
+		return err
+	}
+	defer sql.close(ctx)
+	for _, tok := range toks {
+		kvs, err := v.scanKV(ctx, refstore.StagingPartition(tok), nil, nil)
+		if err != nil {
+			return err
+		}
+		token := tok
+		err = v.merge(ctx, EntityStaging, "", &tokenRows{c: sql, token: token}, kvs,
+			func(r Row) []byte { return r.Staged.Key },
+			func(suf, _ []byte) Key { return Key{Entity: EntityStaging, ID: token, StagingKey: bytes.Clone(suf)} },
+			nil)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // staging verifies the entries of one staging token.
 func (v *Verifier) staging(ctx context.Context, token string) error {
 	sql, err := v.open(ctx, EntityStaging, `SELECT `+stagingCols+` FROM graveler_staging_kv WHERE staging_token = $1 ORDER BY key`, token)
@@ -701,12 +771,7 @@ func (v *Verifier) orphans(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("orphan tokens: %w", err)
 	}
-	for _, t := range toks {
-		if err := v.staging(ctx, t); err != nil {
-			return err
-		}
-	}
-	return nil
+	return v.stagingTokens(ctx, toks)
 }
 
 // runIncremental checks the keys of the dirty-key log only.
