@@ -601,8 +601,9 @@ func (b *Backfill) copyRows(ctx context.Context, entity string, rows []Row) (kep
 	return int(copied), nil
 }
 
-// maxInvalid bounds the invalid rows a status names.
-const maxInvalid = 1000
+// maxInvalid bounds the invalid rows a status names: the checkpoint
+// carries the status and must stay well inside a DynamoDB item (400 KB).
+const maxInvalid = 100
 
 // invalid records a row that cannot be stored in KV (once: the commit
 // stages may meet it twice).

@@ -12,8 +12,11 @@
 // write, keeps its instance uid; a new one gets an xid, written at once, so
 // the uid is chosen once and persisted); then, repository by repository,
 // the commits reachable from a branch head or tag through all parents (the
-// walk is a recursive query run by PostgreSQL), the commits reachable from
-// none, the branches and the tags; then the staged entries of every token
+// walk is a recursive query run by PostgreSQL), then every commit the walk
+// did not copy (the unreachable ones, and those a branch moved to behind
+// the walk's position; a bytewise page of commits is checked against one
+// KV range scan), the branches and the tags; then the staged entries of
+// every token
 // a branch references; orphan tokens are counted and reported, and copied
 // only with IncludeOrphans. Each step reads one page by keyset pagination
 // (PageSize rows, memory independent of the database size), writes it in
