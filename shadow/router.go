@@ -29,6 +29,10 @@ type RouterOptions struct {
 	Phase func() string
 	// HasUpstream says whether statements can be forwarded.
 	HasUpstream bool
+	// MirrorTimeout bounds how long a dual write waits for KV before the
+	// client's COMMIT is released anyway (the key stays in the dirty-key log).
+	// Default 2s.
+	MirrorTimeout time.Duration
 	// AutocommitRetries bounds how often a single autocommit statement that
 	// lost an optimistic race is re-run before 40001 reaches the client.
 	// Default 8. Statements inside an explicit transaction are never re-run:
@@ -47,6 +51,9 @@ type Router struct {
 func NewRouter(opt RouterOptions) *Router {
 	if opt.AutocommitRetries <= 0 {
 		opt.AutocommitRetries = 8
+	}
+	if opt.MirrorTimeout <= 0 {
+		opt.MirrorTimeout = 2 * time.Second
 	}
 	if opt.Log == nil {
 		opt.Log = slog.New(slog.DiscardHandler)
@@ -73,6 +80,7 @@ type session struct {
 	failed   bool
 	readOnly bool
 	locks    []*kvlock.Lease
+	pending  []pendingOp // dual-write: writes awaiting COMMIT
 }
 
 // OpenSession attaches the session state and releases its locks however the
@@ -111,10 +119,13 @@ func (r *Router) Route(ctx context.Context, sess *wire.Session, sql string) (wir
 		}
 		return wire.Local(errStatement{err: pgError(err)}), nil
 	}
-	if phase != control.KVOnly {
-		// dual-write and kv-primary routing lands with the dual-write issue;
-		// until then those phases leave PostgreSQL authoritative.
-		return wire.Forward(), nil
+	switch phase {
+	case control.DualWrite:
+		return r.routeDualWrite(p), nil
+	case control.KVPrimary:
+		// kv-primary routing is not built yet: PostgreSQL stays
+		// authoritative and the mirror keeps running, as in dual-write.
+		return r.routeDualWrite(p), nil
 	}
 	switch p.Kind {
 	case translate.Passthrough:

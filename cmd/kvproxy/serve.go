@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/xid"
 	"github.com/spf13/cobra"
 
@@ -21,9 +23,49 @@ import (
 	"github.com/kvproxy/kvproxy/refstore"
 	"github.com/kvproxy/kvproxy/shadow"
 	"github.com/kvproxy/kvproxy/shadow/control"
+	"github.com/kvproxy/kvproxy/shadow/dirty"
+	"github.com/kvproxy/kvproxy/shadow/migrate"
 	"github.com/kvproxy/kvproxy/translate"
 	"github.com/kvproxy/kvproxy/wire"
 )
+
+// startRepairer opens the proxy's own small pool to the upstream, creates
+// the dirty-key outbox there and drains it in the background, re-copying
+// every logged key from PostgreSQL to KV. In dual-write and kv-primary the
+// outbox is required; in other phases a missing privilege only warns.
+func startRepairer(ctx context.Context, upstream string, store kv.Store, phase string, m *metrics.Metrics, log *slog.Logger) (*pgxpool.Pool, error) {
+	pcfg, err := pgxpool.ParseConfig(upstream)
+	if err != nil {
+		return nil, fmt.Errorf("upstream: %w", err)
+	}
+	pcfg.MaxConns = 4
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("upstream: %w", err)
+	}
+	outbox := dirty.NewPGLog(pool)
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := outbox.Setup(sctx); err != nil {
+		pool.Close()
+		if phase == control.DualWrite || phase == control.KVPrimary {
+			return nil, fmt.Errorf("the dirty-key log needs schema kvproxy in the upstream database (grant the upstream user CREATE on the database): %w", err)
+		}
+		log.Warn("dirty-key log unavailable; dual writes will need it", "err", err)
+		return nil, nil
+	}
+	r := &dirty.Repairer{
+		Log:    outbox,
+		Syncer: shadow.KeySyncer{Source: pool, KV: store, Direction: migrate.SQLToKV},
+		Logger: log,
+		OnRound: func(remaining int64, repaired int) {
+			m.DirtyKeys.Set(float64(remaining))
+			m.DirtyKeysRepaired.Add(float64(repaired))
+		},
+	}
+	go r.Run(ctx)
+	return pool, nil
+}
 
 // instanceName identifies this process among proxy instances.
 func instanceName() string {
@@ -99,6 +141,15 @@ no upstream (phase kv-only).`,
 			go follower.Run(bg, func(err error) { log.Warn("phase record", "err", err) })
 			locks := kvlock.NewManager(store, kvlock.Options{})
 			go locks.Run(bg)
+			if cfg.Upstream != "" {
+				pool, err := startRepairer(bg, cfg.Upstream, store, rec.Phase, m, log)
+				if err != nil {
+					return err
+				}
+				if pool != nil {
+					defer pool.Close()
+				}
+			}
 
 			router := shadow.NewRouter(shadow.RouterOptions{
 				Translator:  translate.New(translate.Options{}),

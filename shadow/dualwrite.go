@@ -1,0 +1,260 @@
+package shadow
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/kvproxy/kvproxy/kv"
+	"github.com/kvproxy/kvproxy/shadow/dirty"
+	"github.com/kvproxy/kvproxy/shadow/migrate"
+	"github.com/kvproxy/kvproxy/translate"
+	"github.com/kvproxy/kvproxy/wire"
+)
+
+// Dual writes (phase dual-write: PostgreSQL authoritative, KV mirrored).
+//
+// Ref-store writes and the transaction's COMMIT are answered by the proxy,
+// which runs them on the client's own upstream connection (Session.Upstream),
+// so it can add to the client's transaction before it commits:
+//
+//   - a write inside a transaction runs upstream as the client sent it, and
+//     on success is queued on the session with the keys it touched;
+//   - COMMIT logs every queued key in the outbox (dirty.InsertStatement) in
+//     the same upstream transaction, commits it, and then replays the queue
+//     on KV as one ref-store transaction. Only then does the client see its
+//     COMMIT, so the client's own locking (advisory locks) orders the mirror;
+//   - a write outside a transaction (lakeFS never sends one) is wrapped in
+//     its own BEGIN, write, outbox, COMMIT, mirror.
+//
+// The outbox entry commits exactly when the write does. The mirror never
+// fails the client: if KV is slow, down, or the replay conflicts, the
+// entries simply stay behind. Every entry, mirrored or not, is later checked
+// by the repairer (dirty.Repairer with KeySyncer), which re-copies the key
+// from PostgreSQL: that catches writes that reached the two stores in
+// different orders (two unlocked clients on two proxy instances) and writes
+// whose proxy died between the upstream commit and the mirror (kill -9).
+//
+// Everything else (BEGIN, ROLLBACK, reads, advisory locks, other tables) is
+// forwarded; BEGIN and ROLLBACK are watched to know the transaction state.
+
+// pendingOp is a ref-store write waiting for its transaction's COMMIT.
+type pendingOp struct {
+	p    *translate.Plan
+	args []translate.Value
+	keys []dirty.Key
+}
+
+func (r *Router) routeDualWrite(p *translate.Plan) wire.Handler {
+	switch p.Kind {
+	case translate.Transaction:
+		switch p.Shape {
+		case translate.TxCommit:
+			return wire.Local(&dwCommit{r: r, p: p})
+		case translate.TxRollback:
+			return wire.ForwardInspect(r.dwRollback)
+		default:
+			return wire.ForwardInspect(r.dwBegin)
+		}
+	case translate.Unsupported:
+		// PostgreSQL would run it, but nobody could mirror it: the stores
+		// would drift apart silently.
+		if r.opt.Metrics != nil {
+			r.opt.Metrics.UnsupportedStatements.Inc()
+		}
+		return wire.Local(errStatement{err: pgError(p.Err)})
+	case translate.RefStore:
+		if p.Fields == nil && p.Shape != translate.L1 && p.Shape != translate.L2 {
+			return wire.Local(&dwWrite{r: r, p: p})
+		}
+	}
+	return wire.Forward()
+}
+
+func (r *Router) dwBegin(_ context.Context, sess *wire.Session, res *wire.Inspected) error {
+	if res.Err == nil {
+		st := state(sess)
+		st.inTx, st.pending = true, nil
+		sess.SetTxStatus(0) // the upstream's transaction status again
+	}
+	return nil
+}
+
+func (r *Router) dwRollback(_ context.Context, sess *wire.Session, _ *wire.Inspected) error {
+	st := state(sess)
+	st.inTx, st.pending = false, nil
+	return nil
+}
+
+// dwWrite runs a ref-store write upstream on the client's connection.
+type dwWrite struct {
+	r *Router
+	p *translate.Plan
+}
+
+func (w *dwWrite) Describe(ctx context.Context, sess *wire.Session, paramOIDs []uint32) (wire.Description, error) {
+	return (&kvStatement{r: w.r, p: w.p}).Describe(ctx, sess, paramOIDs)
+}
+
+func (w *dwWrite) Execute(ctx context.Context, sess *wire.Session, params wire.Params, _ *wire.RowWriter) (string, error) {
+	st, p := state(sess), w.p
+	vals, err := p.DecodeParams(st.tsess, "", params.Formats, params.Values)
+	if err != nil {
+		return "", pgError(err)
+	}
+	args, err := p.SlotValues(st.tsess, vals)
+	if err != nil {
+		return "", pgError(err)
+	}
+	// PostgreSQL gets the parameters in text form, exactly as it prints
+	// them, so it reads back the values the client bound.
+	text := make([]any, len(vals))
+	for i, v := range vals {
+		if v.Null {
+			continue
+		}
+		b, err := translate.AppendValue(nil, st.tsess, p.ParamOIDs[i], 0, v)
+		if err != nil {
+			return "", pgError(err)
+		}
+		text[i] = string(b)
+	}
+	up := sess.Upstream()
+	op := pendingOp{p: p, args: args, keys: dirty.KeysOf(p, args)}
+	if st.inTx {
+		res, err := up.Exec(ctx, p.SQL, text...)
+		if err != nil {
+			return "", err
+		}
+		st.pending = append(st.pending, op)
+		return res.Tag, nil
+	}
+	if _, err := up.Exec(ctx, "BEGIN"); err != nil {
+		return "", err
+	}
+	res, err := up.Exec(ctx, p.SQL, text...)
+	if err == nil {
+		err = w.r.logKeys(ctx, up, []pendingOp{op})
+	}
+	if err != nil {
+		_, _ = up.Exec(ctx, "ROLLBACK")
+		return "", err
+	}
+	if _, err := up.Exec(ctx, "COMMIT"); err != nil {
+		return "", err
+	}
+	w.r.mirror(ctx, []pendingOp{op})
+	return res.Tag, nil
+}
+
+// logKeys writes the outbox entries of ops in the current upstream
+// transaction.
+func (r *Router) logKeys(ctx context.Context, up *wire.Upstream, ops []pendingOp) error {
+	var keys []dirty.Key
+	for _, op := range ops {
+		keys = append(keys, op.keys...)
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	sql, a := dirty.InsertStatement(keys, r.opt.InstanceID)
+	_, err := up.Exec(ctx, sql, a...)
+	return err
+}
+
+// dwCommit is COMMIT in dual-write: outbox, upstream COMMIT, mirror.
+type dwCommit struct {
+	r *Router
+	p *translate.Plan
+}
+
+func (c *dwCommit) Describe(context.Context, *wire.Session, []uint32) (wire.Description, error) {
+	return wire.Description{ParamOIDs: []uint32{}}, nil
+}
+
+func (c *dwCommit) Execute(ctx context.Context, sess *wire.Session, _ wire.Params, _ *wire.RowWriter) (string, error) {
+	st, r := state(sess), c.r
+	ops := st.pending
+	inTx := st.inTx
+	st.inTx, st.pending = false, nil
+	up := sess.Upstream()
+	if inTx && sess.TxStatus() != 'E' {
+		if err := r.logKeys(ctx, up, ops); err != nil {
+			_, _ = up.Exec(ctx, "ROLLBACK")
+			sess.SetTxStatus('I')
+			return "", err
+		}
+	}
+	res, err := up.Exec(ctx, c.p.SQL)
+	sess.SetTxStatus('I')
+	if err != nil {
+		return "", err
+	}
+	if res.Tag == "COMMIT" && len(ops) > 0 {
+		r.mirror(ctx, ops)
+	}
+	return res.Tag, nil
+}
+
+// mirror replays committed writes on KV, bounded by MirrorTimeout. Its
+// failures only leave the keys to the repairer.
+func (r *Router) mirror(ctx context.Context, ops []pendingOp) {
+	mctx, cancel := context.WithTimeout(ctx, r.opt.MirrorTimeout)
+	defer cancel()
+	start := time.Now()
+	err := r.replay(mctx, ops)
+	outcome := "ok"
+	if err != nil {
+		outcome = "error"
+		r.opt.Log.Debug("mirror to KV failed; the repairer will copy it", "err", err, "ops", len(ops))
+	}
+	if m := r.opt.Metrics; m != nil {
+		m.Statements.WithLabelValues("mirror", "kv", outcome).Inc()
+		m.StatementSeconds.WithLabelValues("mirror").Observe(time.Since(start).Seconds())
+	}
+}
+
+func (r *Router) replay(ctx context.Context, ops []pendingOp) error {
+	tx := r.opt.RefStore.Begin()
+	for _, op := range ops {
+		if _, err := translate.Exec(ctx, r.opt.RefStore, tx, op.p, op.args); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("%s: %w", op.p.Shape, err)
+		}
+	}
+	return tx.Commit(ctx)
+}
+
+// KeySyncer repairs dirty keys by re-copying them from the authoritative
+// store with migrate's incremental verify, which compares the key (or the
+// whole set it names) and copies the differences.
+type KeySyncer struct {
+	Source    migrate.Source
+	KV        kv.Store
+	Direction migrate.Direction
+}
+
+var _ dirty.Syncer = KeySyncer{}
+
+type keyList []migrate.Key
+
+func (k keyList) List(context.Context) ([]migrate.Key, error) { return k, nil }
+
+// Sync makes the secondary store hold what the authoritative one holds for k.
+func (s KeySyncer) Sync(ctx context.Context, k dirty.Key) error {
+	v, err := migrate.NewVerifier(migrate.VerifyOptions{
+		Source: s.Source, KV: s.KV, Incremental: true, Dirty: keyList{migrate.Key(k)},
+		Repair: true, Direction: s.Direction,
+	})
+	if err != nil {
+		return err
+	}
+	rep, err := v.Run(ctx)
+	if err != nil {
+		return err
+	}
+	if rep.RepairFailed > 0 {
+		return fmt.Errorf("repair of %s failed", k)
+	}
+	return nil
+}
