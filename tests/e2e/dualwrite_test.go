@@ -101,4 +101,3 @@ func TestDualWriteMirrorsEveryWrite(t *testing.T) {
 		})
 	}
 }
-
