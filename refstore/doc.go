@@ -43,7 +43,10 @@
 //     a reader ordered just before the delete would get. The one weakening:
 //     on the ordered path, while a delete is under way (record IN_DELETION,
 //     children not yet all removed), a cached reader may still see a child
-//     that an uncached reader reports as gone.
+//     that an uncached reader reports as gone. The same holds if such a
+//     delete fails half-way, or if a writer outside this package removes a
+//     record without its children; Options.RepoCacheTTL (1s by default)
+//     bounds how long after the record changed a cached entry is used.
 //   - A read that finds nothing under the cached uid is not trusted: the
 //     record is read again (Txn.verifyRepo). Unchanged bytes mean the same
 //     instance was active throughout (a record never returns to earlier

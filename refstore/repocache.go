@@ -2,14 +2,17 @@ package refstore
 
 import (
 	"sync"
+	"time"
 
 	"github.com/kvproxy/kvproxy/refstore/graveler"
 	"google.golang.org/protobuf/proto"
 )
 
-// DefaultRepoCacheSize is how many repository records a Store remembers
-// when Options.RepoCacheSize is 0.
-const DefaultRepoCacheSize = 10000
+// Defaults of Options.RepoCacheSize and Options.RepoCacheTTL.
+const (
+	DefaultRepoCacheSize = 10000
+	DefaultRepoCacheTTL  = time.Second
+)
 
 // repoCache remembers the last record bytes seen for active repositories,
 // so that entity accesses can skip reading the record (see doc.go for why a
@@ -18,24 +21,38 @@ const DefaultRepoCacheSize = 10000
 type repoCache struct {
 	mu  sync.RWMutex
 	max int
-	m   map[string][]byte // repository id -> record bytes (ACTIVE)
+	ttl time.Duration
+	m   map[string]cacheEntry // repository id -> record (ACTIVE)
 }
 
-func newRepoCache(max int) *repoCache {
-	if max <= 0 {
+type cacheEntry struct {
+	raw []byte
+	at  time.Time
+}
+
+func newRepoCache(max int, ttl time.Duration) *repoCache {
+	if max <= 0 || ttl <= 0 {
 		return nil
 	}
-	return &repoCache{max: max, m: make(map[string][]byte)}
+	return &repoCache{max: max, ttl: ttl, m: make(map[string]cacheEntry)}
 }
 
+// get returns the record bytes remembered for id if they were seen less
+// than ttl ago. The age limit bounds how long a reader can keep finding
+// entities of a repository whose record went away without them (a delete
+// that failed half-way on the ordered path, or a writer outside this
+// package that removed only the record).
 func (c *repoCache) get(id string) ([]byte, bool) {
 	if c == nil {
 		return nil, false
 	}
 	c.mu.RLock()
-	v, ok := c.m[id]
+	e, ok := c.m[id]
 	c.mu.RUnlock()
-	return v, ok
+	if !ok || time.Since(e.at) >= c.ttl {
+		return nil, false
+	}
+	return e.raw, true
 }
 
 // observe records what the store holds for a repository: an active record
@@ -67,7 +84,7 @@ func (c *repoCache) put(id string, raw []byte) {
 			break
 		}
 	}
-	c.m[id] = raw
+	c.m[id] = cacheEntry{raw: raw, at: time.Now()}
 }
 
 func (c *repoCache) drop(id string) {

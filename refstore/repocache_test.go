@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/kvproxy/kvproxy/kv"
 	"github.com/kvproxy/kvproxy/kv/mem"
@@ -29,29 +30,34 @@ func TestRepoCacheSavesRecordReads(t *testing.T) {
 	tests := []struct {
 		name      string
 		cacheSize int
+		ttl       time.Duration
 		op        func(ctx context.Context, s *Store) error
 		wantGets  int64
 	}{
-		{"branch read, cache on", 0, func(ctx context.Context, s *Store) error {
-			_, err := s.GetBranch(ctx, "r", "main")
-			return err
-		}, 1},
-		{"branch read, cache off", -1, func(ctx context.Context, s *Store) error {
+		{"branch read, entry expired", 0, time.Nanosecond, func(ctx context.Context, s *Store) error {
 			_, err := s.GetBranch(ctx, "r", "main")
 			return err
 		}, 2},
-		{"missing tag: the absence is confirmed against the record", 0, func(ctx context.Context, s *Store) error {
+		{"branch read, cache on", 0, 0, func(ctx context.Context, s *Store) error {
+			_, err := s.GetBranch(ctx, "r", "main")
+			return err
+		}, 1},
+		{"branch read, cache off", -1, 0, func(ctx context.Context, s *Store) error {
+			_, err := s.GetBranch(ctx, "r", "main")
+			return err
+		}, 2},
+		{"missing tag: the absence is confirmed against the record", 0, 0, func(ctx context.Context, s *Store) error {
 			_, err := s.GetTag(ctx, "r", "nope")
 			if !errors.Is(err, ErrNotFound) {
 				return errors.New("missing tag found")
 			}
 			return nil
 		}, 2},
-		{"branch listing, cache on", 0, func(ctx context.Context, s *Store) error {
+		{"branch listing, cache on", 0, 0, func(ctx context.Context, s *Store) error {
 			_, err := s.ListBranches(ctx, "r", "", false, 0)
 			return err
 		}, 0},
-		{"create branch: one read, the record is validated by the batch", 0, func(ctx context.Context, s *Store) error {
+		{"create branch: one read, the record is validated by the batch", 0, 0, func(ctx context.Context, s *Store) error {
 			return s.CreateBranch(ctx, BranchRow{RepositoryID: "r", ID: "dev", StagingToken: sp("tok"), CommitID: sp("c")})
 		}, 1},
 	}
@@ -60,7 +66,7 @@ func TestRepoCacheSavesRecordReads(t *testing.T) {
 			ctx := testCtx(t)
 			raw := &countingStore{Store: mem.New()}
 			defer raw.Close()
-			s, err := New(ctx, raw, Options{RepoCacheSize: tc.cacheSize})
+			s, err := New(ctx, raw, Options{RepoCacheSize: tc.cacheSize, RepoCacheTTL: tc.ttl})
 			must(t, err)
 			newRepo(t, ctx, s, "r")
 			_, err = s.GetBranch(ctx, "r", "main") // warms the cache
@@ -184,9 +190,13 @@ func TestRepoCacheAcrossInstances(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			forEachStore(t, func(t *testing.T, a *Store, raw kv.Store) {
+			forEachStore(t, func(t *testing.T, s *Store, raw kv.Store) {
 				ctx := testCtx(t)
-				b, err := New(ctx, a.KV(), Options{})
+				// A keeps its entries for the whole test, so that its
+				// stale entry is what is tested, however slow the machine.
+				a, err := New(ctx, s.KV(), Options{RepoCacheTTL: time.Hour})
+				must(t, err)
+				b, err := New(ctx, s.KV(), Options{})
 				must(t, err)
 				commit := newRepo(t, ctx, a, "r")
 				must(t, a.CreateBranch(ctx, BranchRow{RepositoryID: "r", ID: "only-old", StagingToken: sp("tok"), CommitID: sp(commit.ID)}))
@@ -221,4 +231,24 @@ func uidPartition(t *testing.T, ctx context.Context, raw kv.Store, id string) []
 	var rd graveler.RepositoryData
 	must(t, proto.Unmarshal(v.Value, &rd))
 	return RepoPartition(id, rd.GetInstanceUid())
+}
+
+// TestRepoCacheTTLBoundsOrphans: a writer outside refstore removes only a
+// repository's record, leaving its branches behind. A cached reader may
+// still find them, but not once the entry is older than RepoCacheTTL.
+func TestRepoCacheTTLBoundsOrphans(t *testing.T) {
+	ctx := testCtx(t)
+	raw := mem.New()
+	defer raw.Close()
+	const ttl = 50 * time.Millisecond
+	s, err := New(ctx, raw, Options{RepoCacheTTL: ttl})
+	must(t, err)
+	newRepo(t, ctx, s, "r")
+	_, err = s.GetBranch(ctx, "r", "main") // cached now
+	must(t, err)
+	must(t, raw.Delete(ctx, []byte(GravelerPartition), RepoKey("r")))
+	time.Sleep(2 * ttl)
+	if _, err := s.GetBranch(ctx, "r", "main"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("branch of a repository without a record: got %v, want ErrNotFound", err)
+	}
 }

@@ -28,6 +28,9 @@ type Options struct {
 	// Store remembers between transactions. 0 means DefaultRepoCacheSize;
 	// negative disables the cache (every access reads the record).
 	RepoCacheSize int
+	// RepoCacheTTL is how long a cached record is used before it is read
+	// again. 0 means DefaultRepoCacheTTL; negative disables the cache.
+	RepoCacheTTL time.Duration
 }
 
 // Store is the lakeFS ref store over a kv.Store.
@@ -60,7 +63,10 @@ func New(ctx context.Context, store kv.Store, opts Options) (*Store, error) {
 	if opts.RepoCacheSize == 0 {
 		opts.RepoCacheSize = DefaultRepoCacheSize
 	}
-	return &Store{kv: store, opts: opts, repos: newRepoCache(opts.RepoCacheSize)}, nil
+	if opts.RepoCacheTTL == 0 {
+		opts.RepoCacheTTL = DefaultRepoCacheTTL
+	}
+	return &Store{kv: store, opts: opts, repos: newRepoCache(opts.RepoCacheSize, opts.RepoCacheTTL)}, nil
 }
 
 // KV returns the underlying store.
