@@ -64,8 +64,12 @@ func (r *Router) routeDualWrite(p *translate.Plan) wire.Handler {
 		}
 		return wire.Local(errStatement{err: pgError(p.Err)})
 	case translate.RefStore:
-		if p.Fields == nil && p.Shape != translate.L1 && p.Shape != translate.L2 {
+		switch {
+		case p.Shape == translate.L1 || p.Shape == translate.L2:
+		case p.Fields == nil:
 			return wire.Local(&dwWrite{r: r, p: p})
+		case r.opt.ShadowReadFraction > 0:
+			return wire.ForwardInspect(r.shadowRead(p))
 		}
 	}
 	return wire.Forward()

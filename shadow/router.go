@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -29,6 +30,10 @@ type RouterOptions struct {
 	Phase func() string
 	// HasUpstream says whether statements can be forwarded.
 	HasUpstream bool
+	// ShadowReadFraction (0 to 1) of ref-store reads in dual-write are also
+	// run on KV and compared; ShadowReadTimeout bounds the delay that adds.
+	ShadowReadFraction float64
+	ShadowReadTimeout  time.Duration
 	// MirrorTimeout bounds how long a dual write waits for KV before the
 	// client's COMMIT is released anyway (the key stays in the dirty-key log).
 	// Default 2s.
@@ -45,6 +50,9 @@ type RouterOptions struct {
 // Router is the wire.Router of kvproxy.
 type Router struct {
 	opt RouterOptions
+
+	logMu  sync.Mutex
+	logged map[string]time.Time // last mismatch log line per shape
 }
 
 // NewRouter returns a Router.
@@ -55,10 +63,13 @@ func NewRouter(opt RouterOptions) *Router {
 	if opt.MirrorTimeout <= 0 {
 		opt.MirrorTimeout = 2 * time.Second
 	}
+	if opt.ShadowReadTimeout <= 0 {
+		opt.ShadowReadTimeout = 50 * time.Millisecond
+	}
 	if opt.Log == nil {
 		opt.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Router{opt: opt}
+	return &Router{opt: opt, logged: map[string]time.Time{}}
 }
 
 var (

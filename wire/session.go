@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -197,12 +198,27 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 	if o := s.obs(); o != nil {
 		o.ClientConnOpened()
 	}
-	err := sess.run()
+	err := s.runSession(sess)
 	sess.finish(err)
 	s.clientConns.Add(-1)
 	if o := s.obs(); o != nil {
 		o.ClientConnClosed()
 	}
+}
+
+// runSession runs a session, containing a panic (in the proxy or in the
+// layers above it) to that session: the client gets FATAL XX000 and the
+// connection is closed, the stack is logged, and every other session goes
+// on.
+func (s *Server) runSession(sess *Session) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("session panicked; closing it", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			sess.sendFatal(fatalf(CodeInternalError, "internal error in kvproxy: %v", p))
+			err = fmt.Errorf("wire: session panicked: %v", p)
+		}
+	}()
+	return sess.run()
 }
 
 var errCancelDone = errors.New("wire: cancel request handled")

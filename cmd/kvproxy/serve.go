@@ -152,14 +152,17 @@ no upstream (phase kv-only).`,
 			}
 
 			router := shadow.NewRouter(shadow.RouterOptions{
-				Translator:  translate.New(translate.Options{}),
-				RefStore:    rs,
-				Locks:       locks,
-				InstanceID:  instanceID,
-				Phase:       func() string { v, _ := follower.View(); return v.Phase },
-				HasUpstream: cfg.Upstream != "",
-				Metrics:     m,
-				Log:         log,
+				Translator:         translate.New(translate.Options{}),
+				RefStore:           rs,
+				Locks:              locks,
+				InstanceID:         instanceID,
+				Phase:              func() string { v, _ := follower.View(); return v.Phase },
+				HasUpstream:        cfg.Upstream != "",
+				ShadowReadFraction: cfg.Shadow.ReadFraction,
+				ShadowReadTimeout:  cfg.Shadow.ReadTimeout,
+				MirrorTimeout:      cfg.Shadow.MirrorTimeout,
+				Metrics:            m,
+				Log:                log,
 			})
 			srv, err := wire.NewServer(wire.Config{
 				Listen:                   cfg.Listen,

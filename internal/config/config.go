@@ -40,6 +40,7 @@ type Config struct {
 	TLS      TLSConfig    `yaml:"tls"`
 	Auth     AuthConfig   `yaml:"auth"`
 	Limits   LimitsConfig `yaml:"limits"`
+	Shadow   ShadowConfig `yaml:"shadow"`
 	Admin    AdminConfig  `yaml:"admin"`
 	Log      LogConfig    `yaml:"log"`
 }
@@ -72,6 +73,13 @@ type KVConfig struct {
 	DSN    string `yaml:"dsn" desc:"driver-specific location of the KV store (local: file path; postgres: postgres URL; dynamodb: dynamodb://?endpoint=...&region=...&table=...)"`
 }
 
+// ShadowConfig tunes the live migration's checks and mirrors.
+type ShadowConfig struct {
+	ReadFraction  float64       `yaml:"read_fraction" desc:"fraction (0 to 1) of ref-store reads also run on the secondary store and compared, in dual-write"`
+	ReadTimeout   time.Duration `yaml:"read_timeout" desc:"longest a shadow read may delay the client's answer; slower ones are abandoned"`
+	MirrorTimeout time.Duration `yaml:"mirror_timeout" desc:"longest a dual write waits for the secondary store before acknowledging anyway (the key stays in the dirty-key log)"`
+}
+
 // AdminConfig is the admin HTTP server (/metrics, /healthz, /readyz, API).
 type AdminConfig struct {
 	Listen string `yaml:"listen" desc:"address of the admin HTTP server (metrics, health, API); empty disables it"`
@@ -93,6 +101,7 @@ func Default() Config {
 		KV:     KVConfig{Driver: "local", DSN: "./data/kvproxy.db"},
 		Auth:   AuthConfig{Method: "trust"},
 		Limits: LimitsConfig{MaxMessageSize: 64 << 20, MaxConnections: 1000, StartupTimeout: 10 * time.Second, ShutdownTimeout: 30 * time.Second},
+		Shadow: ShadowConfig{ReadFraction: 0.05, ReadTimeout: 50 * time.Millisecond, MirrorTimeout: 2 * time.Second},
 		Admin:  AdminConfig{Listen: "127.0.0.1:9187"},
 		Log:    LogConfig{Level: "info", Format: "text"},
 	}
@@ -305,6 +314,14 @@ func (c Config) Validate() error {
 	}
 	if c.Limits.IdleInTransactionTimeout < 0 {
 		return bad("limits.idle_in_transaction_timeout", "%v; use 0 (off) or a positive duration", c.Limits.IdleInTransactionTimeout)
+	}
+	if c.Shadow.ReadFraction < 0 || c.Shadow.ReadFraction > 1 {
+		return bad("shadow.read_fraction", "%v; use a number from 0 (off) to 1 (every read)", c.Shadow.ReadFraction)
+	}
+	for key, d := range map[string]time.Duration{"shadow.read_timeout": c.Shadow.ReadTimeout, "shadow.mirror_timeout": c.Shadow.MirrorTimeout} {
+		if d <= 0 {
+			return bad(key, "%v; use a positive duration", d)
+		}
 	}
 	if c.Admin.Listen != "" {
 		if err := checkHostPort(c.Admin.Listen); err != nil {

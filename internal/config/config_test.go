@@ -31,6 +31,7 @@ func TestDefaultIsEmbeddedStore(t *testing.T) {
 		KV:     KVConfig{Driver: "local", DSN: "./data/kvproxy.db"},
 		Auth:   AuthConfig{Method: "trust"},
 		Limits: LimitsConfig{MaxMessageSize: 64 << 20, MaxConnections: 1000, StartupTimeout: 10 * time.Second, ShutdownTimeout: 30 * time.Second},
+		Shadow: ShadowConfig{ReadFraction: 0.05, ReadTimeout: 50 * time.Millisecond, MirrorTimeout: 2 * time.Second},
 		Admin:  AdminConfig{Listen: "127.0.0.1:9187"},
 		Log:    LogConfig{Level: "info", Format: "text"},
 	}
@@ -114,6 +115,7 @@ func TestInvalidNamesTheKey(t *testing.T) {
 		{"password needs tls", "", nil, []string{"--auth-method", "password", "--auth-users-file", "/etc/hosts"}, "needs TLS"},
 		{"bad duration", "", []string{"KVPROXY_LIMITS_STARTUP_TIMEOUT=soon"}, nil, "limits.startup_timeout: \"soon\" is not a duration"},
 		{"zero startup timeout", "", nil, []string{"--limits-startup-timeout", "0s"}, "limits.startup_timeout: 0s"},
+		{"shadow fraction", "", []string{"KVPROXY_SHADOW_READ_FRACTION=1.5"}, nil, "shadow.read_fraction: 1.5"},
 		{"tiny messages", "limits:\n  max_message_size: 10\n", nil, nil, "limits.max_message_size: 10 bytes"},
 	}
 	for _, tc := range cases {
