@@ -203,6 +203,9 @@ func (c *dwCommit) Execute(ctx context.Context, sess *wire.Session, _ wire.Param
 // mirror replays committed writes on KV, bounded by MirrorTimeout. Its
 // failures only leave the keys to the repairer.
 func (r *Router) mirror(ctx context.Context, ops []pendingOp) {
+	if r.opt.BeforeMirror != nil {
+		r.opt.BeforeMirror(ctx)
+	}
 	mctx, cancel := context.WithTimeout(ctx, r.opt.MirrorTimeout)
 	defer cancel()
 	start := time.Now()

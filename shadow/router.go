@@ -38,6 +38,9 @@ type RouterOptions struct {
 	// client's COMMIT is released anyway (the key stays in the dirty-key log).
 	// Default 2s.
 	MirrorTimeout time.Duration
+	// BeforeMirror, if set, runs after the upstream commit and before the
+	// KV mirror of a dual write. Tests use it to crash the proxy there.
+	BeforeMirror func(ctx context.Context)
 	// AutocommitRetries bounds how often a single autocommit statement that
 	// lost an optimistic race is re-run before 40001 reaches the client.
 	// Default 8. Statements inside an explicit transaction are never re-run:

@@ -67,6 +67,22 @@ func startRepairer(ctx context.Context, upstream string, store kv.Store, phase s
 	return pool, nil
 }
 
+// testPauseBeforeMirror is a test hook: KVPROXY_TEST_PAUSE_BEFORE_MIRROR=10s
+// holds every dual write between its upstream commit and its KV mirror, so
+// that a test can kill the process exactly there.
+func testPauseBeforeMirror() func(context.Context) {
+	d, err := time.ParseDuration(os.Getenv("KVPROXY_TEST_PAUSE_BEFORE_MIRROR"))
+	if err != nil || d <= 0 {
+		return nil
+	}
+	return func(ctx context.Context) {
+		select {
+		case <-ctx.Done():
+		case <-time.After(d):
+		}
+	}
+}
+
 // instanceName identifies this process among proxy instances.
 func instanceName() string {
 	host, _ := os.Hostname()
@@ -161,6 +177,7 @@ no upstream (phase kv-only).`,
 				ShadowReadFraction: cfg.Shadow.ReadFraction,
 				ShadowReadTimeout:  cfg.Shadow.ReadTimeout,
 				MirrorTimeout:      cfg.Shadow.MirrorTimeout,
+				BeforeMirror:       testPauseBeforeMirror(),
 				Metrics:            m,
 				Log:                log,
 			})

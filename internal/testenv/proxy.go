@@ -66,6 +66,12 @@ var (
 // ready, and stops it (SIGTERM, then SIGKILL) when the test ends.
 func StartProxy(t testing.TB, args ...string) *Proxy {
 	t.Helper()
+	return StartProxyEnv(t, nil, args...)
+}
+
+// StartProxyEnv is StartProxy with extra environment variables (KEY=VALUE).
+func StartProxyEnv(t testing.TB, env []string, args ...string) *Proxy {
+	t.Helper()
 	bin := ProxyBinary(t)
 	all := append([]string{"serve"}, args...)
 	joined := " " + strings.Join(args, " ")
@@ -76,7 +82,7 @@ func StartProxy(t testing.TB, args ...string) *Proxy {
 		all = append(all, "--admin-listen", "127.0.0.1:0")
 	}
 	cmd := exec.Command(bin, all...)
-	cmd.Env = append(os.Environ(), "KVPROXY_LOG_LEVEL=debug")
+	cmd.Env = append(append(os.Environ(), "KVPROXY_LOG_LEVEL=debug"), env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
