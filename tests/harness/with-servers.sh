@@ -12,6 +12,7 @@
 #   KVPROXY_TEST_PG_DSN          superuser DSN of the throwaway PostgreSQL
 #   KVPROXY_TEST_PG_BINDIR       its server binaries (pgbench, psql, ...)
 #   KVPROXY_TEST_DYNAMODB_ENDPOINT  http://127.0.0.1:PORT of dynalite
+#   KVPROXY_TEST_DYNALITE_CLI    dynalite's cli.js, for tests that run their own
 #   KVPROXY_TEST_REQUIRE_SERVERS=1  tests fail (not skip) without a server
 #
 # WITH_SERVERS=pg or WITH_SERVERS=dynamodb starts only one of them.
@@ -127,6 +128,7 @@ start_dynalite() {
 		for i in $(seq 1 100); do
 			if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
 				export KVPROXY_TEST_DYNAMODB_ENDPOINT="http://127.0.0.1:$port"
+				export KVPROXY_TEST_DYNALITE_CLI="$dir/node_modules/dynalite/cli.js"
 				log "dynalite $DYNALITE_VERSION on 127.0.0.1:$port"
 				return 0
 			fi
