@@ -149,12 +149,14 @@ func (t *throttle) wait(ctx context.Context, kind string, rows int, latency time
 			t.baseline[kind] = base + base/50 + 1
 		}
 		if ok && latency > slowFloor && per > slowFactor*base {
-			t.delay = min(max(2*t.delay, latency), maxDelay)
+			// Wait as long as the slow read took: while the upstream is
+			// slow the copy reads at most half of the time.
+			t.delay = min(latency, maxDelay)
 			if t.log != nil {
 				t.log.Warn("upstream slow, backing off", "kind", kind, "page_latency", latency, "per_row", per, "baseline_per_row", base, "delay", t.delay)
 			}
 		} else {
-			t.delay /= 2
+			t.delay = 0
 		}
 	}
 	d := t.delay

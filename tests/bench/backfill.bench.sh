@@ -8,7 +8,7 @@
 # re-executes itself under the harness. Environment:
 #   BACKFILL_SCALE=1            size (0.1 = 10 repositories, 110k rows)
 #   BACKFILL_DRIVERS="local postgres dynamodb"
-#   BACKFILL_PAGE=1000          --page-size
+#   BACKFILL_PAGE=5000          --page-size of both commands
 # Targets (issue 7): backfill >= 50k rows/s into local and postgres-KV,
 # verify >= 100k rows/s, peak RSS <= 256 MiB at any size.
 set -euo pipefail
@@ -21,7 +21,7 @@ fi
 
 SCALE=${BACKFILL_SCALE:-1}
 DRIVERS=${BACKFILL_DRIVERS:-local postgres dynamodb}
-PAGE=${BACKFILL_PAGE:-1000}
+PAGE=${BACKFILL_PAGE:-5000}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
