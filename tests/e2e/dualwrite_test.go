@@ -28,7 +28,8 @@ func TestDualWriteMirrorsEveryWrite(t *testing.T) {
 			ctx := testCtx(t, 8*time.Minute)
 			upstream := legacyDB(t)
 			kvDSN := kvs.dsn(t)
-			args := []string{"--phase", "dual-write", "--upstream", upstream, "--kv-driver", kvs.driver, "--kv-dsn", kvDSN}
+			args := []string{"--phase", "dual-write", "--upstream", upstream, "--kv-driver", kvs.driver, "--kv-dsn", kvDSN,
+				"--shadow-read-fraction", "1", "--shadow-read-timeout", "2s"}
 			proxies := []*testenv.Proxy{testenv.StartProxy(t, args...)}
 			if kvs.driver != "local" {
 				proxies = append(proxies, testenv.StartProxy(t, args...))
@@ -50,6 +51,14 @@ func TestDualWriteMirrorsEveryWrite(t *testing.T) {
 			mirrored := regexp.MustCompile(`kvproxy_statements_total\{outcome="ok",route="kv",shape="mirror"\} (\d+)`).FindStringSubmatch(metricsText(t, proxies[0]))
 			if mirrored == nil || mirrored[1] == "0" {
 				t.Fatalf("no successful mirror writes recorded:\n%s", metricsText(t, proxies[0]))
+			}
+			var reads, mismatches int
+			for _, p := range proxies {
+				reads += metricValue(t, p, "kvproxy_shadow_reads_total{shape=")
+				mismatches += metricValue(t, p, "kvproxy_shadow_mismatches_total{shape=")
+			}
+			if reads == 0 || mismatches != 0 {
+				t.Fatalf("%d shadow reads, %d mismatches; want some reads and no mismatch", reads, mismatches)
 			}
 			pool, err := pgxpool.New(ctx, upstream)
 			if err != nil {
@@ -97,7 +106,7 @@ func TestDualWriteMirrorsEveryWrite(t *testing.T) {
 			if rows < 100 {
 				t.Fatalf("verify compared only %d rows", rows)
 			}
-			t.Logf("%d steps, %s mirrored transactions on one instance; verify: %d rows identical in PostgreSQL and KV", res.Total, mirrored[1], rows)
+			t.Logf("%d steps, %s mirrored transactions on one instance, %d shadow reads without mismatch; verify: %d rows identical in PostgreSQL and KV", res.Total, mirrored[1], reads, rows)
 		})
 	}
 }
