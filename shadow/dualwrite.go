@@ -102,6 +102,9 @@ func (w *dwWrite) Describe(ctx context.Context, sess *wire.Session, paramOIDs []
 
 func (w *dwWrite) Execute(ctx context.Context, sess *wire.Session, params wire.Params, _ *wire.RowWriter) (string, error) {
 	st, p := state(sess), w.p
+	if err := w.r.gate(); err != nil {
+		return "", err
+	}
 	vals, err := p.DecodeParams(st.tsess, "", params.Formats, params.Values)
 	if err != nil {
 		return "", pgError(err)
@@ -182,7 +185,12 @@ func (c *dwCommit) Execute(ctx context.Context, sess *wire.Session, _ wire.Param
 	inTx := st.inTx
 	st.inTx, st.pending = false, nil
 	up := sess.Upstream()
-	if inTx && sess.TxStatus() != 'E' {
+	if inTx && sess.TxStatus() != 'E' && len(ops) > 0 {
+		if err := r.gate(); err != nil {
+			_, _ = up.Exec(ctx, "ROLLBACK")
+			sess.SetTxStatus('I')
+			return "", err
+		}
 		if err := r.logKeys(ctx, up, ops); err != nil {
 			_, _ = up.Exec(ctx, "ROLLBACK")
 			sess.SetTxStatus('I')

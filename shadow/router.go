@@ -38,6 +38,11 @@ type RouterOptions struct {
 	// client's COMMIT is released anyway (the key stays in the dirty-key log).
 	// Default 2s.
 	MirrorTimeout time.Duration
+	// WriteGate, if set, is asked before every ref-store write and COMMIT;
+	// an error (the instance's view of the phase is stale: lease expired,
+	// epoch moved, switch in progress) refuses the write with 40001 so the
+	// client retries, by then through an instance that knows the phase.
+	WriteGate func() error
 	// BeforeMirror, if set, runs after the upstream commit and before the
 	// KV mirror of a dual write. Tests use it to crash the proxy there.
 	BeforeMirror func(ctx context.Context)
@@ -317,6 +322,11 @@ func (r *Router) transaction(ctx context.Context, sess *wire.Session, st *sessio
 		if !readOnly {
 			// Reads of a read-only transaction are not re-validated: it
 			// wrote nothing, and every read was current when it ran.
+			if err := r.gate(); err != nil {
+				tx.Rollback()
+				_, _ = upstream("ROLLBACK")
+				return "", err
+			}
 			if err := tx.Commit(ctx); err != nil {
 				_, _ = upstream("ROLLBACK")
 				return "", pgError(translateErr(err))
@@ -367,6 +377,17 @@ func (r *Router) releaseLocks(ctx context.Context, st *session) {
 	st.locks = nil
 }
 
+// gate refuses writes while this instance cannot vouch for the phase.
+func (r *Router) gate() error {
+	if r.opt.WriteGate == nil {
+		return nil
+	}
+	if err := r.opt.WriteGate(); err != nil {
+		return wire.Errorf("40001", "kvproxy cannot accept ref-store writes right now, retry: %v", err)
+	}
+	return nil
+}
+
 func (r *Router) statement(ctx context.Context, st *session, p *translate.Plan, params wire.Params, w *wire.RowWriter) (string, error) {
 	vals, err := p.DecodeParams(st.tsess, "", params.Formats, params.Values)
 	if err != nil {
@@ -387,6 +408,11 @@ func (r *Router) statement(ctx context.Context, st *session, p *translate.Plan, 
 		return r.advisoryLock(ctx, st, p, args, w)
 	}
 	write := p.Fields == nil
+	if write {
+		if err := r.gate(); err != nil {
+			return "", err
+		}
+	}
 	if write && st.inTx && st.readOnly {
 		return "", wire.Errorf("25006", "cannot execute %s in a read-only transaction", p.Command())
 	}

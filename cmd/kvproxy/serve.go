@@ -83,6 +83,47 @@ func testPauseBeforeMirror() func(context.Context) {
 	}
 }
 
+// testLeaseTTL is a test hook: KVPROXY_TEST_LEASE_TTL shortens the
+// instance lease (default 10s) so that expiry tests run quickly.
+func testLeaseTTL() time.Duration {
+	d, _ := time.ParseDuration(os.Getenv("KVPROXY_TEST_LEASE_TTL"))
+	return d
+}
+
+// testPartitionable is a test hook: while the file named by
+// KVPROXY_TEST_PARTITION_FILE exists, the instance's phase-record reads and
+// lease renewals fail, as if it were cut off from the KV store.
+func testPartitionable(s kv.Store) kv.Store {
+	path := os.Getenv("KVPROXY_TEST_PARTITION_FILE")
+	if path == "" {
+		return s
+	}
+	return partitioned{Store: s, path: path}
+}
+
+type partitioned struct {
+	kv.Store
+	path string
+}
+
+var errPartitioned = errors.New("test hook: partitioned from the KV store")
+
+func (p partitioned) cut() bool { _, err := os.Stat(p.path); return err == nil }
+
+func (p partitioned) Get(ctx context.Context, pk, k []byte) (*kv.ValueWithPredicate, error) {
+	if p.cut() {
+		return nil, errPartitioned
+	}
+	return p.Store.Get(ctx, pk, k)
+}
+
+func (p partitioned) Set(ctx context.Context, pk, k, v []byte) error {
+	if p.cut() {
+		return errPartitioned
+	}
+	return p.Store.Set(ctx, pk, k, v)
+}
+
 // instanceName identifies this process among proxy instances.
 func instanceName() string {
 	host, _ := os.Hostname()
@@ -142,7 +183,8 @@ no upstream (phase kv-only).`,
 			if rec.Phase != control.KVOnly && cfg.Upstream == "" {
 				return fmt.Errorf("the stored phase is %s, which needs an upstream PostgreSQL: set upstream (--upstream, KVPROXY_UPSTREAM)", rec.Phase)
 			}
-			follower := control.NewFollower(ctl, control.FollowerOptions{ID: instanceID, Addr: cfg.Listen})
+			follower := control.NewFollower(control.NewStore(testPartitionable(store), nil),
+				control.FollowerOptions{ID: instanceID, Addr: cfg.Listen, TTL: testLeaseTTL()})
 			if _, err := follower.Sync(ctx); err != nil {
 				return err
 			}
@@ -178,8 +220,12 @@ no upstream (phase kv-only).`,
 				ShadowReadTimeout:  cfg.Shadow.ReadTimeout,
 				MirrorTimeout:      cfg.Shadow.MirrorTimeout,
 				BeforeMirror:       testPauseBeforeMirror(),
-				Metrics:            m,
-				Log:                log,
+				WriteGate: func() error {
+					v, _ := follower.View()
+					return follower.CheckWrite(v.Epoch)
+				},
+				Metrics: m,
+				Log:     log,
 			})
 			srv, err := wire.NewServer(wire.Config{
 				Listen:                   cfg.Listen,
