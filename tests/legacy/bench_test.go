@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -29,6 +30,18 @@ func benchTargets() []benchTarget {
 	for _, driver := range []string{"local", "postgres", "dynamodb"} {
 		targets = append(targets, benchTarget{"kvproxy-" + driver, func(b *testing.B) string {
 			p := testenv.StartProxy(b, "--phase", "kv-only", "--upstream", freshDB(b),
+				"--kv-driver", driver, "--kv-dsn", kvtest.ProcessDSN(b, driver))
+			return p.DSN
+		}})
+	}
+	// The migration phases in front of PostgreSQL: passthrough (a relay)
+	// and dual-write (PostgreSQL authoritative, mirrored to each KV driver).
+	targets = append(targets, benchTarget{"passthrough", func(b *testing.B) string {
+		return testenv.StartProxy(b, "--phase", "passthrough", "--upstream", freshDB(b), "--kv-driver", "mem").DSN
+	}})
+	for _, driver := range []string{"local", "postgres", "dynamodb"} {
+		targets = append(targets, benchTarget{"dual-write-" + driver, func(b *testing.B) string {
+			p := testenv.StartProxy(b, "--phase", "dual-write", "--upstream", freshDB(b),
 				"--kv-driver", driver, "--kv-dsn", kvtest.ProcessDSN(b, driver))
 			return p.DSN
 		}})
@@ -70,6 +83,8 @@ func benchFlows(b *testing.B, dsn string, clients int) {
 		workloads = append(workloads, NewWorkload(c, ledger, WorkloadConfig{Seed: int64(i), Name: name}))
 	}
 	var next atomic.Int64
+	var mu sync.Mutex
+	var lat []time.Duration
 	b.ResetTimer()
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -78,11 +93,19 @@ func benchFlows(b *testing.B, dsn string, clients int) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			var mine []time.Duration
+			defer func() {
+				mu.Lock()
+				lat = append(lat, mine...)
+				mu.Unlock()
+			}()
 			for next.Add(1) <= int64(b.N) {
+				t0 := time.Now()
 				if err := w.Step(ctx); err != nil {
 					errs <- err
 					return
 				}
+				mine = append(mine, time.Since(t0))
 			}
 		}()
 	}
@@ -94,4 +117,9 @@ func benchFlows(b *testing.B, dsn string, clients int) {
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "flows/s")
+	if len(lat) > 0 {
+		slices.Sort(lat)
+		b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+	}
 }
