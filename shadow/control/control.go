@@ -287,17 +287,24 @@ type Follower struct {
 type FollowerOptions struct {
 	ID      string        // unique instance id
 	Addr    string        // where clients reach it, for status
-	TTL     time.Duration // lease length; default 10s
-	Refresh time.Duration // default TTL/5
+	// TTL is the lease length; default 30s. An instance that cannot reach
+	// the KV store keeps accepting writes for up to this long (PostgreSQL
+	// is authoritative in dual-write, so a KV outage shorter than the lease
+	// does not stop writes), and a switch waits up to this long for an
+	// unreachable instance's lease to run out before going on without it.
+	TTL time.Duration
+	// Refresh is how often the phase is re-read and the lease renewed;
+	// default 2s (or TTL/5 when that is shorter).
+	Refresh time.Duration
 }
 
 // NewFollower returns a follower; call Sync once, then Run.
 func NewFollower(store *Store, opt FollowerOptions) *Follower {
 	if opt.TTL <= 0 {
-		opt.TTL = 10 * time.Second
+		opt.TTL = 30 * time.Second
 	}
 	if opt.Refresh <= 0 {
-		opt.Refresh = opt.TTL / 5
+		opt.Refresh = min(2*time.Second, opt.TTL/5)
 	}
 	return &Follower{store: store, id: opt.ID, addr: opt.Addr, ttl: opt.TTL, refresh: opt.Refresh, started: store.Now().UTC()}
 }
