@@ -145,6 +145,7 @@ type Backfill struct {
 	uid    string // instance uid of cp.Repo
 	uidFor string
 	wrote  bool // the last step wrote rows: checkpoint it
+	pre    *prefetch
 }
 
 // NewBackfill checks the options and returns a Backfill.
@@ -199,6 +200,12 @@ func (b *Backfill) Run(ctx context.Context) (BackfillResult, error) {
 		}
 	}
 	b.thr = newThrottle(b.o.MaxRowsPerSecond, b.o.Log)
+	defer func() {
+		if b.pre != nil {
+			<-b.pre.ch // let an in-flight read end before returning
+			b.pre = nil
+		}
+	}()
 	saved := time.Now()
 	for b.cp.Stage != StageDone {
 		if err := ctx.Err(); err != nil {
@@ -281,9 +288,9 @@ func (b *Backfill) step(ctx context.Context) error {
 	cp := &b.cp
 	switch cp.Stage {
 	case StageRepositories:
-		return b.page(ctx, EntityRepositories, func() ([]Row, error) {
+		return b.page(ctx, EntityRepositories, func(ctx context.Context, after string, _ []byte) ([]Row, error) {
 			return collect(ctx, b.o.Source, EntityRepositories,
-				`SELECT `+repoCols+` FROM graveler_repositories WHERE id > $1 ORDER BY id LIMIT $2`, cp.After, n)
+				`SELECT `+repoCols+` FROM graveler_repositories WHERE id > $1 ORDER BY id LIMIT $2`, after, n)
 		}, func() { cp.Stage, cp.Repo, cp.RepoStage, cp.After = StageCommitsReachable, "", "", "" }, nil)
 	case StageCommitsReachable, StageCommitsUnreachable, StageBranches, StageTags:
 		return b.repoStep(ctx)
@@ -301,10 +308,10 @@ func (b *Backfill) step(ctx context.Context) error {
 		if cp.Stage == StageStaging && !b.o.IncludeOrphans {
 			next = StageDone
 		}
-		return b.page(ctx, EntityStaging, func() ([]Row, error) {
+		return b.page(ctx, EntityStaging, func(ctx context.Context, after string, afterKey []byte) ([]Row, error) {
 			return collect(ctx, b.o.Source, EntityStaging, `SELECT `+stagingCols+` FROM graveler_staging_kv s
 				WHERE (s.staging_token, s.key) > ($1, $2) AND `+not+` EXISTS (SELECT 1 FROM graveler_branches b WHERE b.staging_token = s.staging_token)
-				ORDER BY s.staging_token, s.key LIMIT $3`, cp.After, cp.AfterKey, n)
+				ORDER BY s.staging_token, s.key LIMIT $3`, after, afterKey, n)
 		}, func() { cp.Stage, cp.After, cp.AfterKey = next, "", nil }, nil)
 	default:
 		return fmt.Errorf("%w: unknown stage %q in the checkpoint", ErrBadKey, cp.Stage)
@@ -385,7 +392,9 @@ func (b *Backfill) repoStep(ctx context.Context) error {
 	default:
 		return fmt.Errorf("%w: unknown repository stage %q in the checkpoint", ErrBadKey, cp.RepoStage)
 	}
-	return b.page(ctx, entity, func() ([]Row, error) { return collect(ctx, b.o.Source, entity, q, repo, cp.After, n) }, advance, filter)
+	return b.page(ctx, entity, func(ctx context.Context, after string, _ []byte) ([]Row, error) {
+		return collect(ctx, b.o.Source, entity, q, repo, after, n)
+	}, advance, filter)
 }
 
 // absentCommits drops the commits of a page (sorted bytewise by id) that
@@ -484,19 +493,37 @@ func (b *Backfill) repoUID(ctx context.Context, repo string) (string, error) {
 
 // page reads one page with read, copies it and advances the keyset
 // position, or calls next when the stage has no more rows.
-func (b *Backfill) page(ctx context.Context, entity string, read func() ([]Row, error), next func(), filter func(context.Context, []Row) ([]Row, error)) error {
+func (b *Backfill) page(ctx context.Context, entity string, read readFunc, next func(), filter func(context.Context, []Row) ([]Row, error)) error {
 	t0 := time.Now()
-	rows, err := read()
+	at := position{b.cp.Stage, b.cp.Repo, b.cp.RepoStage, b.cp.After, string(b.cp.AfterKey)}
+	var pg pageRead
+	if b.pre != nil && b.pre.at == at {
+		pg = <-b.pre.ch
+	} else {
+		if b.pre != nil {
+			<-b.pre.ch // a stale read (the position moved): drop it
+		}
+		pg = timedRead(ctx, read, b.cp.After, b.cp.AfterKey)
+	}
+	b.pre = nil
+	rows, err, latency := pg.rows, pg.err, pg.latency
 	if err != nil {
 		return err
 	}
-	latency := time.Since(t0)
 	b.run.ReadSeconds += latency.Seconds()
 	if len(rows) == 0 {
 		next()
 		return nil
 	}
 	last := rows[len(rows)-1].Key()
+	if len(rows) >= b.o.PageSize {
+		// Read the next page while this one is written and re-checked:
+		// each row still goes through read < write < re-check, which is
+		// all the race argument needs.
+		nx := &prefetch{at: position{at.stage, at.repo, at.repoStage, last.ID, string(last.StagingKey)}, ch: make(chan pageRead, 1)}
+		go func() { nx.ch <- timedRead(ctx, read, last.ID, last.StagingKey) }()
+		b.pre = nx
+	}
 	b.wrote = true
 	if filter != nil {
 		if rows, err = filter(ctx, rows); err != nil {
@@ -516,6 +543,32 @@ func (b *Backfill) page(ctx context.Context, entity string, read func() ([]Row, 
 		}
 	}
 	return b.thr.wait(ctx, b.cp.Stage, len(rows), latency)
+}
+
+// readFunc reads the page after a keyset position.
+type readFunc func(ctx context.Context, after string, afterKey []byte) ([]Row, error)
+
+// position is where a page starts.
+type position struct {
+	stage, repo, repoStage, after, afterKey string
+}
+
+type pageRead struct {
+	rows    []Row
+	err     error
+	latency time.Duration
+}
+
+// prefetch is the read of the next page, in flight.
+type prefetch struct {
+	at position
+	ch chan pageRead
+}
+
+func timedRead(ctx context.Context, read readFunc, after string, afterKey []byte) pageRead {
+	t0 := time.Now()
+	rows, err := read(ctx, after, afterKey)
+	return pageRead{rows: rows, err: err, latency: time.Since(t0)}
 }
 
 // copyRows writes rows with create-if-absent, re-reads the written ones in
