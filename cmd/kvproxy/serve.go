@@ -183,8 +183,20 @@ no upstream (phase kv-only).`,
 			if rec.Phase != control.KVOnly && cfg.Upstream == "" {
 				return fmt.Errorf("the stored phase is %s, which needs an upstream PostgreSQL: set upstream (--upstream, KVPROXY_UPSTREAM)", rec.Phase)
 			}
+			// Listen before registering, so that the registration carries the
+			// address clients really reach (a ":0" port is resolved here).
+			ln, err := net.Listen("tcp", cfg.Listen)
+			if err != nil {
+				return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+			}
+			served := false
+			defer func() {
+				if !served {
+					ln.Close()
+				}
+			}()
 			follower := control.NewFollower(control.NewStore(testPartitionable(store), nil),
-				control.FollowerOptions{ID: instanceID, Addr: cfg.Listen, TTL: testLeaseTTL()})
+				control.FollowerOptions{ID: instanceID, Addr: ln.Addr().String(), TTL: testLeaseTTL()})
 			if _, err := follower.Sync(ctx); err != nil {
 				return err
 			}
@@ -243,10 +255,6 @@ no upstream (phase kv-only).`,
 			if err != nil {
 				return err
 			}
-			ln, err := net.Listen("tcp", cfg.Listen)
-			if err != nil {
-				return fmt.Errorf("listen %s: %w", cfg.Listen, err)
-			}
 			admin := metrics.NewAdmin(reg, log, metrics.ReadinessCheck{Name: "kv", Check: func(ctx context.Context) error {
 				_, err := store.Get(ctx, []byte("_kvproxy"), []byte("readyz"))
 				if errors.Is(err, kv.ErrNotFound) {
@@ -264,12 +272,12 @@ no upstream (phase kv-only).`,
 			if cfg.Admin.Listen != "" {
 				l, err := net.Listen("tcp", cfg.Admin.Listen)
 				if err != nil {
-					ln.Close()
 					return fmt.Errorf("admin.listen %s: %w", cfg.Admin.Listen, err)
 				}
 				log.Info("admin server listening", "addr", l.Addr().String())
 				go func() { errc <- admin.Serve(l) }()
 			}
+			served = true
 			go func() { errc <- srv.Serve(ctx, ln) }()
 			log.Info("kvproxy ready", "listen", ln.Addr().String(), "phase", rec.Phase, "epoch", rec.Epoch, "upstream", cfg.Upstream != "", "instance", instanceID)
 

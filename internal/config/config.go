@@ -83,7 +83,7 @@ type ShadowConfig struct {
 // AdminConfig is the admin HTTP server (/metrics, /healthz, /readyz, API).
 type AdminConfig struct {
 	Listen string `yaml:"listen" desc:"address of the admin HTTP server (metrics, health, API); empty disables it"`
-	Token  string `yaml:"token" desc:"bearer token for the admin API's POST endpoints; required when admin.listen is not a loopback address"`
+	Token  string `yaml:"token" desc:"bearer token for the admin API (/api/v1/...): required for its POST actions, and for every /api request when admin.listen is not a loopback address, where it must be set"`
 }
 
 // LogConfig controls log/slog output.
