@@ -155,14 +155,7 @@ func (x *executor) run() (*Result, error) {
 			return &Result{}, err
 		}
 		list, err := x.st.ListRepositories(x.ctx, x.str(0), p.Shape == R3b, n)
-		if err != nil {
-			return nil, err
-		}
-		res := &Result{}
-		for _, r := range list {
-			res.Rows = append(res.Rows, repoValues(r))
-		}
-		return res, nil
+		return listed(list, err, repoValues)
 	case R4Branches, R4Tags, R4Commits:
 		if x.null(0) {
 			return &Result{}, nil
@@ -212,27 +205,17 @@ func (x *executor) run() (*Result, error) {
 		}
 		return affected(x.tx.DeleteBranch(x.ctx, x.str(0), x.str(1)))
 	case B5a, B5b:
-		n, ok, err := x.limit(2)
-		if !ok || x.null(0) || x.null(1) {
+		n, ok, err := x.page()
+		if !ok {
 			return &Result{}, err
 		}
 		list, err := x.st.ListBranches(x.ctx, x.str(0), x.str(1), p.Shape == B5b, n)
-		if notFound(err) {
-			return &Result{}, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		res := &Result{}
-		for _, b := range list {
-			res.Rows = append(res.Rows, branchListValues(b))
-		}
-		return res, nil
+		return listed(list, err, branchListValues)
 	case B6a, B6b:
 		// ORDER BY commit_id over the id-filtered set: every branch past the
 		// offset must be read before the first row is known.
-		n, ok, err := x.limit(2)
-		if !ok || x.null(0) || x.null(1) {
+		n, ok, err := x.page()
+		if !ok {
 			return &Result{}, err
 		}
 		list, err := x.st.ListBranches(x.ctx, x.str(0), x.str(1), p.Shape == B6b, 0)
@@ -257,11 +240,7 @@ func (x *executor) run() (*Result, error) {
 		if n > 0 && len(list) > n {
 			list = list[:n]
 		}
-		res := &Result{}
-		for _, b := range list {
-			res.Rows = append(res.Rows, branchListValues(b))
-		}
-		return res, nil
+		return listed(list, nil, branchListValues)
 	case T1:
 		if x.null(0) || x.null(1) {
 			return &Result{}, nil
@@ -285,22 +264,12 @@ func (x *executor) run() (*Result, error) {
 		}
 		return affected(x.tx.DeleteTag(x.ctx, x.str(0), x.str(1)))
 	case T4a, T4b:
-		n, ok, err := x.limit(2)
-		if !ok || x.null(0) || x.null(1) {
+		n, ok, err := x.page()
+		if !ok {
 			return &Result{}, err
 		}
 		list, err := x.st.ListTags(x.ctx, x.str(0), x.str(1), p.Shape == T4b, n)
-		if notFound(err) {
-			return &Result{}, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		res := &Result{}
-		for _, t := range list {
-			res.Rows = append(res.Rows, []Value{TextValue(t.ID), optText(t.CommitID)})
-		}
-		return res, nil
+		return listed(list, err, func(t refstore.TagRow) []Value { return []Value{TextValue(t.ID), optText(t.CommitID)} })
 	case C1, C4:
 		if x.null(0) || x.null(1) {
 			return &Result{}, nil
@@ -413,19 +382,14 @@ func (x *executor) run() (*Result, error) {
 	case S6a, S6b:
 		return x.dropStagedRange()
 	case S7:
-		n, ok, err := x.limit(2)
-		if !ok || x.null(0) || x.null(1) {
+		n, ok, err := x.page()
+		if !ok {
 			return &Result{}, err
 		}
 		list, err := x.st.ListStaged(x.ctx, x.str(0), x.bytes(1), n)
-		if err != nil {
-			return nil, err
-		}
-		res := &Result{}
-		for _, r := range list {
-			res.Rows = append(res.Rows, []Value{ByteaValue(r.Key), optBytea(r.Identity), optBytea(r.Data)})
-		}
-		return res, nil
+		return listed(list, err, func(r refstore.StagingRow) []Value {
+			return []Value{ByteaValue(r.Key), optBytea(r.Identity), optBytea(r.Data)}
+		})
 	}
 	return nil, fmt.Errorf("translate: no executor for shape %s", p.Shape)
 }
@@ -434,8 +398,8 @@ func (x *executor) run() (*Result, error) {
 // wildcards is a key-prefix scan; one with them (never sent by lakeFS, which
 // sends hex) is matched as LIKE would over the whole repository.
 func (x *executor) commitsByPrefix() (*Result, error) {
-	n, ok, err := x.limit(2)
-	if !ok || x.null(0) || x.null(1) {
+	n, ok, err := x.page()
+	if !ok {
 		return &Result{}, err
 	}
 	prefix := x.str(1)
@@ -476,8 +440,8 @@ func (x *executor) commitsByPrefix() (*Result, error) {
 // parents).
 func (x *executor) listCommits() (*Result, error) {
 	p := x.p
-	n, ok, err := x.limit(2)
-	if !ok || x.null(0) || x.null(1) {
+	n, ok, err := x.page()
+	if !ok {
 		return &Result{}, err
 	}
 	after := p.Shape == C5b || p.Shape == C6b
@@ -572,6 +536,29 @@ func (x *executor) dropStagedRange() (*Result, error) {
 }
 
 func rows(v []Value) *Result { return &Result{Rows: [][]Value{v}} }
+
+// page reads the slots of a paged listing (key, from, limit): ok is false
+// when its arguments select nothing (a NULL key or offset, LIMIT 0).
+func (x *executor) page() (n int, ok bool, err error) {
+	n, ok, err = x.limit(2)
+	return n, ok && !x.null(0) && !x.null(1), err
+}
+
+// listed turns a listing into result rows; a repository that does not
+// exist lists nothing.
+func listed[T any](list []T, err error, conv func(T) []Value) (*Result, error) {
+	if notFound(err) {
+		return &Result{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Rows: make([][]Value, 0, len(list))}
+	for _, e := range list {
+		res.Rows = append(res.Rows, conv(e))
+	}
+	return res, nil
+}
 
 // inserted is the outcome of an insert. PostgreSQL has no foreign keys
 // here and would store a branch, tag or commit of a repository that does

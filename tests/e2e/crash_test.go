@@ -12,7 +12,6 @@ import (
 	"github.com/kvproxy/kvproxy/internal/testenv"
 	"github.com/kvproxy/kvproxy/kv/drivers"
 	"github.com/kvproxy/kvproxy/refstore"
-	"github.com/kvproxy/kvproxy/shadow/migrate"
 	"github.com/kvproxy/kvproxy/tests/legacy"
 )
 
@@ -93,15 +92,5 @@ func TestKillBetweenUpstreamCommitAndMirror(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	v, err := migrate.NewVerifier(migrate.VerifyOptions{Source: pool, KV: store})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rep, err := v.Run(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !rep.Clean() {
-		t.Fatalf("stores differ after the repair: %+v", rep.Entities)
-	}
+	verifyClean(t, ctx, pool, "postgres", kvDSN, "after the repair")
 }

@@ -8,8 +8,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/kvproxy/kvproxy/internal/testenv"
-	"github.com/kvproxy/kvproxy/kv/drivers"
-	"github.com/kvproxy/kvproxy/shadow/migrate"
 	"github.com/kvproxy/kvproxy/tests/legacy"
 )
 
@@ -83,26 +81,7 @@ func TestDualWriteMirrorsEveryWrite(t *testing.T) {
 			for _, p := range proxies {
 				p.Stop(t) // local: release the store file
 			}
-			store, err := drivers.Open(ctx, kvs.driver, kvDSN)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer store.Close()
-			v, err := migrate.NewVerifier(migrate.VerifyOptions{Source: pool, KV: store})
-			if err != nil {
-				t.Fatal(err)
-			}
-			rep, err := v.Run(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !rep.Clean() {
-				t.Fatalf("PostgreSQL and KV differ after dual writes: %+v", rep.Entities)
-			}
-			var rows int64
-			for _, e := range rep.Entities {
-				rows += e.Match
-			}
+			rows := verifyClean(t, ctx, pool, kvs.driver, kvDSN, "after dual writes")
 			if rows < 100 {
 				t.Fatalf("verify compared only %d rows", rows)
 			}

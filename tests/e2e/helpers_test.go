@@ -10,9 +10,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/kvproxy/kvproxy/internal/testenv"
+	"github.com/kvproxy/kvproxy/kv/drivers"
 	"github.com/kvproxy/kvproxy/kv/kvtest"
+	"github.com/kvproxy/kvproxy/shadow/migrate"
 )
 
 // legacyDB returns a fresh database with the legacy ref-store schema.
@@ -70,4 +73,32 @@ func metricsText(t *testing.T, p *testenv.Proxy) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// verifyClean runs a full verify of the upstream database against the KV
+// store (which no proxy may hold open, for local) and fails the test unless
+// the two hold the same ref store. It returns how many rows matched.
+func verifyClean(t *testing.T, ctx context.Context, pool *pgxpool.Pool, driver, kvDSN, when string) int64 {
+	t.Helper()
+	store, err := drivers.Open(ctx, driver, kvDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	v, err := migrate.NewVerifier(migrate.VerifyOptions{Source: pool, KV: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := v.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Clean() {
+		t.Fatalf("PostgreSQL and KV differ %s: %+v", when, rep.Entities)
+	}
+	var rows int64
+	for _, e := range rep.Entities {
+		rows += e.Match
+	}
+	return rows
 }

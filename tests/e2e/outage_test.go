@@ -14,8 +14,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/kvproxy/kvproxy/internal/testenv"
-	"github.com/kvproxy/kvproxy/kv/drivers"
-	"github.com/kvproxy/kvproxy/shadow/migrate"
 	"github.com/kvproxy/kvproxy/tests/legacy"
 )
 
@@ -136,21 +134,6 @@ func TestKVOutageDuringDualWrite(t *testing.T) {
 		}
 	}
 	p.Stop(t)
-	store, err := drivers.Open(ctx, "dynamodb", kvDSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	v, err := migrate.NewVerifier(migrate.VerifyOptions{Source: pool, KV: store})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rep, err := v.Run(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !rep.Clean() {
-		t.Fatalf("stores differ after the outage: %+v", rep.Entities)
-	}
+	verifyClean(t, ctx, pool, "dynamodb", kvDSN, "after the outage")
 	t.Logf("%d steps (run ended with %v); dirty keys peaked at %d during the outage and drained", res.Total, runErr, peak)
 }
