@@ -221,6 +221,9 @@ func TestBackfillWithConcurrentDualWritesVerifiesClean(t *testing.T) {
 			if got := testutil.ToFloat64(m.BackfillRowsCopied.WithLabelValues(EntityStaging)); got != float64(res.Copied[EntityStaging]) {
 				t.Errorf("metric copied{staging} = %v, want %d", got, res.Copied[EntityStaging])
 			}
+			if got := testutil.ToFloat64(m.BackfillRowsTotal.WithLabelValues(EntityCommits)); got < float64(st.Commits) {
+				t.Errorf("metric rows_total{commits} = %v, want >= %d", got, st.Commits)
+			}
 			if res.Status.Orphans.Tokens != 2 || res.Status.Orphans.Rows != 40 {
 				t.Errorf("orphans = %+v, want 2 tokens, 40 rows", res.Status.Orphans)
 			}
