@@ -760,3 +760,48 @@ func TestSyncerRepairsDirtyKeys(t *testing.T) {
 		t.Errorf("bad key: %v", err)
 	}
 }
+
+// TestGeneratedDatabaseHasWhatTheIssueAsks checks the generator's data:
+// merges of both commit versions, tombstones, unicode keys, metadata of
+// every form, unreachable commits, and ids that are content hashes.
+func TestGeneratedDatabaseHasWhatTheIssueAsks(t *testing.T) {
+	ctx := testCtx(t, 3*time.Minute)
+	pool, _ := legacyPool(t, ctx, legacygen.Config{Repos: 2, CommitsPerRepo: 80, BranchesPerRepo: 6, TagsPerRepo: 3, StagedPerBranch: 30, OrphanTokens: 1, Seed: 9})
+	checks := []struct {
+		name, q string
+	}{
+		{"version 0 merges", `SELECT count(*) FROM graveler_commits WHERE version = 0 AND array_length(parents, 1) = 2`},
+		{"version 1 merges", `SELECT count(*) FROM graveler_commits WHERE version = 1 AND array_length(parents, 1) = 2`},
+		{"tombstones", `SELECT count(*) FROM graveler_staging_kv WHERE identity IS NULL`},
+		{"unicode keys", `SELECT count(*) FROM graveler_staging_kv WHERE convert_from(key, 'UTF8') LIKE '%файл%'`},
+		{"NULL metadata", `SELECT count(*) FROM graveler_commits WHERE metadata IS NULL`},
+		{"null metadata", `SELECT count(*) FROM graveler_commits WHERE metadata = 'null'::jsonb`},
+		{"{} metadata", `SELECT count(*) FROM graveler_commits WHERE metadata = '{}'::jsonb`},
+		{"unicode metadata", `SELECT count(*) FROM graveler_commits WHERE metadata ? 'ключ'`},
+		{"both token formats", `SELECT count(DISTINCT position(':' in staging_token) > 0) - 1 FROM graveler_branches`},
+		{"tags", `SELECT count(*) FROM graveler_tags`},
+	}
+	for _, c := range checks {
+		var n int
+		if err := pool.QueryRow(ctx, c.q).Scan(&n); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if n <= 0 {
+			t.Errorf("%s: none", c.name)
+		}
+	}
+	s := mem.New()
+	t.Cleanup(s.Close)
+	res := backfill(t, ctx, pool, s, nil)
+	rep := verify(t, ctx, pool, s, nil)
+	if e := rep.Entities[EntityCommits]; e.SourceHashMismatch != 0 || e.Match != 160 {
+		t.Errorf("commits: %+v (ids must be content hashes)", *e)
+	}
+	var unreachable int64
+	if err := pool.QueryRow(ctx, reachCTE+`SELECT count(*) FROM graveler_commits c WHERE repository_id = $1 AND NOT EXISTS (SELECT 1 FROM reach r WHERE r.id = c.id)`, "repo-0000").Scan(&unreachable); err != nil || unreachable == 0 {
+		t.Errorf("unreachable commits in repo-0000: %d %v", unreachable, err)
+	}
+	if res.Copied[EntityCommits] != 160 {
+		t.Errorf("copied commits = %d, want 160 (reachable and unreachable)", res.Copied[EntityCommits])
+	}
+}
