@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/kvproxy/kvproxy/kv"
 	"github.com/kvproxy/kvproxy/shadow/dirty"
-	"github.com/kvproxy/kvproxy/shadow/migrate"
 	"github.com/kvproxy/kvproxy/translate"
 	"github.com/kvproxy/kvproxy/wire"
 )
@@ -30,7 +28,7 @@ import (
 // The outbox entry commits exactly when the write does. The mirror never
 // fails the client: if KV is slow, down, or the replay conflicts, the
 // entries simply stay behind. Every entry, mirrored or not, is later checked
-// by the repairer (dirty.Repairer with KeySyncer), which re-copies the key
+// by the repairer (dirty.Repairer with migrate.Syncer), which re-copies the key
 // from PostgreSQL: that catches writes that reached the two stores in
 // different orders (two unlocked clients on two proxy instances) and writes
 // whose proxy died between the upstream commit and the mirror (kill -9).
@@ -238,38 +236,4 @@ func (r *Router) replay(ctx context.Context, ops []pendingOp) error {
 		}
 	}
 	return tx.Commit(ctx)
-}
-
-// KeySyncer repairs dirty keys by re-copying them from the authoritative
-// store with migrate's incremental verify, which compares the key (or the
-// whole set it names) and copies the differences.
-type KeySyncer struct {
-	Source    migrate.Source
-	KV        kv.Store
-	Direction migrate.Direction
-}
-
-var _ dirty.Syncer = KeySyncer{}
-
-type keyList []migrate.Key
-
-func (k keyList) List(context.Context) ([]migrate.Key, error) { return k, nil }
-
-// Sync makes the secondary store hold what the authoritative one holds for k.
-func (s KeySyncer) Sync(ctx context.Context, k dirty.Key) error {
-	v, err := migrate.NewVerifier(migrate.VerifyOptions{
-		Source: s.Source, KV: s.KV, Incremental: true, Dirty: keyList{migrate.Key(k)},
-		Repair: true, Direction: s.Direction,
-	})
-	if err != nil {
-		return err
-	}
-	rep, err := v.Run(ctx)
-	if err != nil {
-		return err
-	}
-	if rep.RepairFailed > 0 {
-		return fmt.Errorf("repair of %s failed", k)
-	}
-	return nil
 }

@@ -54,9 +54,14 @@ func startRepairer(ctx context.Context, upstream string, store kv.Store, phase s
 		log.Warn("dirty-key log unavailable; dual writes will need it", "err", err)
 		return nil, nil
 	}
+	syncer, err := migrate.NewSyncer(migrate.VerifyOptions{Source: pool, KV: store, Direction: migrate.SQLToKV, Log: log})
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
 	r := &dirty.Repairer{
 		Log:    outbox,
-		Syncer: shadow.KeySyncer{Source: pool, KV: store, Direction: migrate.SQLToKV},
+		Syncer: syncer,
 		Logger: log,
 		OnRound: func(remaining int64, repaired int) {
 			m.DirtyKeys.Set(float64(remaining))

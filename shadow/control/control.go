@@ -285,8 +285,8 @@ type Follower struct {
 
 // FollowerOptions tunes a Follower.
 type FollowerOptions struct {
-	ID      string        // unique instance id
-	Addr    string        // where clients reach it, for status
+	ID   string // unique instance id
+	Addr string // where clients reach it, for status
 	// TTL is the lease length; default 30s. An instance that cannot reach
 	// the KV store keeps accepting writes for up to this long (PostgreSQL
 	// is authoritative in dual-write, so a KV outage shorter than the lease

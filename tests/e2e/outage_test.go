@@ -74,7 +74,7 @@ func (d *dynalite) stop() {
 // its timeout), the dirty-key log grows, and once the server is back the
 // log drains to zero and the stores match.
 func TestKVOutageDuringDualWrite(t *testing.T) {
-	ctx := testCtx(t, 6*time.Minute)
+	ctx := testCtx(t, 10*time.Minute)
 	d := startDynalite(t)
 	upstream := legacyDB(t)
 	kvDSN := "dynamodb://?endpoint=" + d.endpoint() + "&region=us-east-1&table=kvstore&create_table=true&max_attempts=2&max_backoff=100ms"
@@ -128,7 +128,7 @@ func TestKVOutageDuringDualWrite(t *testing.T) {
 	if peak == 0 {
 		t.Fatal("the dirty-key log never grew while the KV server was down")
 	}
-	for deadline := time.Now().Add(2 * time.Minute); dirtyCount() != 0; time.Sleep(500 * time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Minute); dirtyCount() != 0; time.Sleep(500 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("dirty-key log still holds %d keys after the KV server returned\n%s", dirtyCount(), tail(p.Logs(), 20))
 		}
