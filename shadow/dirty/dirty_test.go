@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -150,11 +151,14 @@ func TestPGLog(t *testing.T) {
 }
 
 type fakeSyncer struct {
+	mu     sync.Mutex
 	synced []string
 	fail   string
 }
 
 func (f *fakeSyncer) Sync(_ context.Context, k dirty.Key) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	if k.String() == f.fail {
 		return errors.New("secondary unavailable")
 	}

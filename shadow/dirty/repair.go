@@ -2,9 +2,9 @@ package dirty
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 )
 
@@ -26,9 +26,11 @@ type Repairer struct {
 	// Batch bounds the entries handled per round. Default 500.
 	Batch int
 	// Every is the pause between rounds. Default 1s.
-	Every  time.Duration
-	Now    func() time.Time
-	Logger *slog.Logger
+	Every time.Duration
+	// Workers syncs this many keys at once. Default 8.
+	Workers int
+	Now     func() time.Time
+	Logger  *slog.Logger
 	// OnRound, if set, is told the log size and repairs after each round
 	// (for metrics).
 	OnRound func(remaining int64, repaired int)
@@ -43,6 +45,9 @@ func (r *Repairer) defaults() {
 	}
 	if r.Every <= 0 {
 		r.Every = time.Second
+	}
+	if r.Workers <= 0 {
+		r.Workers = 8
 	}
 	if r.Now == nil {
 		r.Now = time.Now
@@ -73,20 +78,39 @@ func (r *Repairer) RunOnce(ctx context.Context) (int, error) {
 		}
 		byKey[id] = append(byKey[id], e.Ref)
 	}
-	var done []string
-	var firstErr error
-	for _, id := range order {
-		if err := r.Syncer.Sync(ctx, keys[id]); err != nil {
-			if firstErr == nil {
-				firstErr = fmt.Errorf("dirty: repair %s: %w", id, err)
+	var (
+		mu       sync.Mutex
+		done     []string
+		firstErr error
+		wg       sync.WaitGroup
+		next     = make(chan string)
+	)
+	for range min(r.Workers, len(order)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for id := range next {
+				err := r.Syncer.Sync(ctx, keys[id])
+				mu.Lock()
+				if err != nil {
+					if firstErr == nil {
+						firstErr = fmt.Errorf("dirty: repair %s: %w", id, err)
+					}
+				} else {
+					done = append(done, byKey[id]...)
+				}
+				mu.Unlock()
 			}
-			if errors.Is(err, context.Canceled) {
-				break
-			}
-			continue
-		}
-		done = append(done, byKey[id]...)
+		}()
 	}
+	for _, id := range order {
+		if ctx.Err() != nil {
+			break
+		}
+		next <- id
+	}
+	close(next)
+	wg.Wait()
 	if err := r.Log.Delete(ctx, done); err != nil {
 		return 0, err
 	}
