@@ -23,6 +23,7 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(newServeCmd(), newVersionCmd())
 	root.AddCommand(newStatusCmd())
 	root.AddCommand(newBackfillCmd(), newVerifyCmd())
+	root.AddCommand(newPhaseCmd())
 	return root
 }
 

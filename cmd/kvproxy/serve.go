@@ -206,9 +206,17 @@ no upstream (phase kv-only).`,
 				return err
 			}
 			m := metrics.New(reg)
+			startEpoch := rec.Epoch
 			follower.OnChange(func(r control.PhaseRecord) {
 				m.SetPhase(r.Phase, r.Epoch, control.Phases)
-				log.Info("phase", "phase", r.Phase, "epoch", r.Epoch)
+				if r.Epoch == startEpoch {
+					log.Info("phase", "phase", r.Phase, "epoch", r.Epoch)
+					return
+				}
+				// New sessions route by the new phase; sessions opened before
+				// keep the routing they chose until they reconnect.
+				log.Warn("the phase changed while running: restart this proxy so that every session follows it",
+					"phase", r.Phase, "epoch", r.Epoch)
 			})
 			m.SetPhase(rec.Phase, rec.Epoch, control.Phases)
 			bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
