@@ -100,6 +100,10 @@ type session struct {
 	readOnly bool
 	locks    []*kvlock.Lease
 	pending  []pendingOp // dual-write: writes awaiting COMMIT
+	// kv-only with an upstream: the client's BEGIN, run upstream only when
+	// a statement of the transaction first goes there.
+	beginSQL string
+	upBegun  bool
 }
 
 // OpenSession attaches the session state and releases its locks however the
@@ -149,7 +153,7 @@ func (r *Router) Route(ctx context.Context, sess *wire.Session, sql string) (wir
 	switch p.Kind {
 	case translate.Passthrough:
 		if r.opt.HasUpstream {
-			return wire.ForwardInspect(r.observeForwarded), nil
+			return r.forwardInTx(), nil
 		}
 		return wire.Local(errStatement{err: wire.Errorf("0A000",
 			"kvproxy has no upstream PostgreSQL, so it answers only ref-store statements; cannot run: %s", short(sql))}), nil
@@ -165,7 +169,7 @@ func (r *Router) Route(ctx context.Context, sess *wire.Session, sql string) (wir
 			// connected to PostgreSQL directly and clients of every proxy
 			// instance exclude each other; they live in the upstream
 			// transaction that begin opened there too.
-			return wire.ForwardInspect(r.observeForwarded), nil
+			return r.forwardInTx(), nil
 		}
 	case translate.Utility:
 		switch p.Shape {
@@ -173,11 +177,37 @@ func (r *Router) Route(ctx context.Context, sess *wire.Session, sql string) (wir
 			// Answered here: the ref-store tables are in KV now.
 		default:
 			if r.opt.HasUpstream {
-				return wire.ForwardInspect(r.observeForwarded), nil
+				return r.forwardInTx(), nil
 			}
 		}
 	}
 	return wire.Local(&kvStatement{r: r, p: p}), nil
+}
+
+// forwardInTx forwards a statement of a kv-only session with an upstream:
+// inside a transaction, the upstream transaction is opened just before the
+// first statement that needs it (most ref-store transactions never do), and
+// an error there aborts the whole transaction.
+func (r *Router) forwardInTx() wire.Handler {
+	return wire.ForwardHooks(r.beginUpstream, r.observeForwarded)
+}
+
+func (r *Router) beginUpstream(ctx context.Context, sess *wire.Session) error {
+	st := state(sess)
+	if !st.inTx {
+		return nil
+	}
+	if st.failed {
+		return wire.Errorf("25P02", "current transaction is aborted, commands ignored until end of transaction block")
+	}
+	if st.upBegun {
+		return nil
+	}
+	if _, err := sess.Upstream().Exec(ctx, st.beginSQL); err != nil {
+		return err
+	}
+	st.upBegun = true
+	return nil
 }
 
 // observeForwarded watches statements forwarded inside a transaction that
@@ -277,10 +307,13 @@ func (k *kvStatement) execute(ctx context.Context, sess *wire.Session, params wi
 // if it loses a race, the upstream side is rolled back and the client gets
 // 40001 for the whole transaction, which it retries.
 func (r *Router) transaction(ctx context.Context, sess *wire.Session, st *session, p *translate.Plan) (string, error) {
+	// Only a transaction that opened its upstream side ends it there; one
+	// that was answered wholly from KV never touched PostgreSQL.
 	upstream := func(sql string) (string, error) {
-		if !r.opt.HasUpstream {
+		if !r.opt.HasUpstream || !st.upBegun {
 			return "", nil
 		}
+		st.upBegun = false
 		res, err := sess.Upstream().Exec(ctx, sql)
 		if err != nil {
 			return "", err
@@ -292,18 +325,13 @@ func (r *Router) transaction(ctx context.Context, sess *wire.Session, st *sessio
 		if st.inTx { // BEGIN inside a transaction only warns in PostgreSQL
 			return p.Command(), nil
 		}
-		if _, err := upstream(p.SQL); err != nil {
-			return "", err
-		}
 		st.inTx, st.failed, st.readOnly = true, false, p.Tx.ReadOnly
+		st.beginSQL, st.upBegun = p.SQL, false
 		st.tx = r.opt.RefStore.Begin()
 		sess.SetTxStatus('T')
 		return p.Command(), nil
 	case translate.TxCommit:
 		if !st.inTx {
-			if tag, err := upstream("COMMIT"); err != nil || tag != "" {
-				return tag, err
-			}
 			return "COMMIT", nil
 		}
 		tx, failed, readOnly := st.tx, st.failed, st.readOnly
@@ -343,10 +371,10 @@ func (r *Router) transaction(ctx context.Context, sess *wire.Session, st *sessio
 		}
 		return tag, nil
 	case translate.TxRollback:
-		inTx := st.inTx
+		_, err := upstream("ROLLBACK")
 		r.endTx(ctx, st)
 		sess.SetTxStatus('I')
-		if _, err := upstream("ROLLBACK"); err != nil && inTx {
+		if err != nil {
 			return "", err
 		}
 		return "ROLLBACK", nil
@@ -360,6 +388,7 @@ func (r *Router) endTx(ctx context.Context, st *session) {
 		st.tx.Rollback()
 	}
 	st.tx, st.inTx, st.failed, st.readOnly = nil, false, false, false
+	st.beginSQL, st.upBegun = "", false
 	r.releaseLocks(ctx, st)
 }
 

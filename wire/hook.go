@@ -62,13 +62,33 @@ func Forward() Handler { return forwardHandler{} }
 // ErrorResponse instead of the rows and command tag.
 type InspectFunc func(ctx context.Context, sess *Session, res *Inspected) error
 
-type inspectHandler struct{ f InspectFunc }
+// BeforeFunc runs on the session goroutine right before a forwarded
+// statement goes upstream (before its Bind, where PostgreSQL takes the
+// transaction snapshot, or before its simple Query). It may
+// run statements of its own with Upstream().Exec, e.g. to open a transaction
+// there only when one is needed. A non-nil error fails the statement, which
+// is then not forwarded.
+type BeforeFunc func(ctx context.Context, sess *Session) error
+
+type inspectHandler struct {
+	f      InspectFunc
+	before BeforeFunc
+}
 
 func (inspectHandler) handlerKind() kind { return kindInspect }
 
 // ForwardInspect forwards the statement and calls f with its result (rows,
 // tag or error) before the response is released to the client.
 func ForwardInspect(f InspectFunc) Handler { return inspectHandler{f: f} }
+
+// ForwardHooks is ForwardInspect with before run right before the statement
+// is forwarded. Either function may be nil.
+func ForwardHooks(before BeforeFunc, inspect InspectFunc) Handler {
+	if inspect == nil {
+		inspect = func(context.Context, *Session, *Inspected) error { return nil }
+	}
+	return inspectHandler{f: inspect, before: before}
+}
 
 type localHandler struct{ s LocalStatement }
 

@@ -548,6 +548,12 @@ func (s *Session) simpleQuery(sql string) error {
 				failed, err = true, s.noUpstream()
 				break
 			}
+			if h.before != nil {
+				if berr := h.before(s.ctx, s); berr != nil {
+					failed, err = true, s.localErrorSimple(berr)
+					break
+				}
+			}
 			failed, err = s.forwardQuery(p, &inspection{f: h.f, res: Inspected{SQL: p}})
 		default:
 			if s.up == nil {
@@ -846,6 +852,15 @@ func (s *Session) bind(body []byte) error {
 			p.params = bindParams(&msg, st.oids, rt.m)
 			p.rawFmts = msg.ResultFormatCodes
 			p.fields = st.fields
+		}
+		if st != nil {
+			// A hook that opens a transaction must run before the Bind:
+			// PostgreSQL takes the transaction snapshot there.
+			if ih, ok := st.h.(inspectHandler); ok && ih.before != nil {
+				if err := ih.before(s.ctx, s); err != nil {
+					return s.localError(err)
+				}
+			}
 		}
 		if name != "" {
 			delete(rt.portals, name)
