@@ -51,6 +51,9 @@ type Workload struct {
 	shared *wlRepo
 	// failures are unexpected outcomes tolerated in Tolerant mode.
 	failures []error
+	// stepCtx is the context of the step running now: an outcome cut
+	// short because it ended is not a problem.
+	stepCtx context.Context
 }
 
 // Failures returns the unexpected outcomes tolerated so far.
@@ -275,6 +278,7 @@ func (w *Workload) ops() []wlOp {
 
 // Step runs one randomly chosen operation.
 func (w *Workload) Step(ctx context.Context) error {
+	w.stepCtx = ctx
 	ops := w.ops()
 	if len(w.repos) == 0 {
 		return w.do(ctx, ops[0])
@@ -309,7 +313,8 @@ func (w *Workload) uncertain(repo, branch string, err error) error {
 	} else {
 		w.l.RepoUncertain(repo)
 	}
-	if !w.cfg.Tolerant && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+	stopped := w.stepCtx != nil && w.stepCtx.Err() != nil
+	if !w.cfg.Tolerant && !stopped && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 		w.l.Problem("%s: %v", w.cfg.Name, err)
 	}
 	return err
