@@ -492,7 +492,8 @@ func (s *Store) Scan(ctx context.Context, partitionKey, start []byte) (kv.Entrie
 	if s.scanLimit > 0 {
 		in.Limit = aws.Int32(s.scanLimit)
 	}
-	return &iterator{s: s, ctx: ctx, pk: bytes.Clone(partitionKey), in: in}, nil
+	c := &cursor{s: s, pk: bytes.Clone(partitionKey), in: in}
+	return kv.NewPager(ctx, s.closed.Load, c.fetch), nil
 }
 
 // Close marks the store closed; the SDK client holds nothing to release
@@ -502,79 +503,38 @@ func (s *Store) Close() { s.closed.Store(true) }
 // Client exposes the SDK client, for tests and admin tools.
 func (s *Store) Client() *dynamodb.Client { return s.client }
 
-type iterator struct {
-	s      *Store
-	ctx    context.Context
-	pk     []byte
-	in     *dynamodb.QueryInput
-	page   []kv.Entry
-	pos    int
-	entry  *kv.Entry
-	err    error
-	done   bool
-	closed bool
+// cursor is where a scan of one partition goes on: the query and its
+// ExclusiveStartKey.
+type cursor struct {
+	s  *Store
+	pk []byte
+	in *dynamodb.QueryInput
 }
 
-func (it *iterator) fill() {
-	for !it.done {
-		out, err := it.s.client.Query(it.ctx, it.in)
+// fetch queries until it has entries or the partition ends: DynamoDB may
+// answer a page with no items (e.g. filtered) that is not the last.
+func (c *cursor) fetch(ctx context.Context) ([]kv.Entry, bool, error) {
+	for {
+		out, err := c.s.client.Query(ctx, c.in)
 		if err != nil {
-			it.err = wrapErr(it.ctx, "scan", err)
-			return
+			return nil, true, wrapErr(ctx, "scan", err)
 		}
 		page := make([]kv.Entry, 0, len(out.Items))
 		for _, m := range out.Items {
 			k, err := binaryAttr(m, AttrItemKey)
 			if err != nil {
-				it.err = err
-				return
+				return nil, true, err
 			}
 			v, err := binaryAttr(m, AttrItemValue)
 			if err != nil {
-				it.err = err
-				return
+				return nil, true, err
 			}
-			page = append(page, kv.Entry{PartitionKey: it.pk, Key: k, Value: v})
+			page = append(page, kv.Entry{PartitionKey: c.pk, Key: k, Value: v})
 		}
-		it.page, it.pos = page, 0
-		if len(out.LastEvaluatedKey) == 0 {
-			it.done = true
-		}
-		it.in.ExclusiveStartKey = out.LastEvaluatedKey
-		if len(page) > 0 {
-			return
+		done := len(out.LastEvaluatedKey) == 0
+		c.in.ExclusiveStartKey = out.LastEvaluatedKey
+		if len(page) > 0 || done {
+			return page, done, nil
 		}
 	}
 }
-
-func (it *iterator) Next() bool {
-	if it.closed || it.err != nil {
-		return false
-	}
-	if it.s.closed.Load() {
-		it.err = kv.ErrClosed
-		return false
-	}
-	if err := it.ctx.Err(); err != nil {
-		it.err = err
-		return false
-	}
-	if it.pos >= len(it.page) {
-		if it.done {
-			it.entry = nil
-			return false
-		}
-		it.fill()
-		if it.err != nil || it.pos >= len(it.page) {
-			it.entry = nil
-			return false
-		}
-	}
-	it.entry = &it.page[it.pos]
-	it.pos++
-	return true
-}
-
-func (it *iterator) Entry() *kv.Entry { return it.entry }
-func (it *iterator) Err() error       { return it.err }
-func (it *iterator) Close()           { it.closed = true; it.page = nil; it.entry = nil }

@@ -368,7 +368,8 @@ func (s *Store) Scan(ctx context.Context, partitionKey, start []byte) (kv.Entrie
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
-	return &iterator{s: s, ctx: ctx, pk: bytes.Clone(partitionKey), next: bytes.Clone(start), inclusive: true}, nil
+	c := &cursor{s: s, pk: bytes.Clone(partitionKey), next: bytes.Clone(start), inclusive: true}
+	return kv.NewPager(ctx, s.closed.Load, c.fetch), nil
 }
 
 // Close closes the file and releases its lock. It waits for running
@@ -382,86 +383,48 @@ func (s *Store) Close() {
 	_ = s.db.Close()
 }
 
-type iterator struct {
+// cursor is where a scan of one partition goes on.
+type cursor struct {
 	s         *Store
-	ctx       context.Context
 	pk        []byte
 	next      []byte // where the next page starts
 	inclusive bool   // whether next itself belongs to the next page
-	page      []kv.Entry
-	pos       int
-	entry     *kv.Entry
-	err       error
-	done      bool
-	closed    bool
 }
 
-// fill reads the next page in its own read transaction.
-func (it *iterator) fill() {
-	// A fresh slice per page: callers may keep Entry pointers of earlier pages.
-	it.page = make([]kv.Entry, 0, min(it.s.pageSize, 1024))
-	it.pos = 0
-	err := it.s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(partsBucket).Bucket(it.pk)
+// fetch reads the next page in its own read transaction, so that a long
+// scan never holds one open.
+func (c *cursor) fetch(context.Context) ([]kv.Entry, bool, error) {
+	page := make([]kv.Entry, 0, min(c.s.pageSize, 1024))
+	done := false
+	err := c.s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(partsBucket).Bucket(c.pk)
 		if b == nil {
-			it.done = true
+			done = true
 			return nil
 		}
-		c := b.Cursor()
+		cur := b.Cursor()
 		var k, v []byte
-		if len(it.next) == 0 {
-			k, v = c.First()
+		if len(c.next) == 0 {
+			k, v = cur.First()
 		} else {
-			k, v = c.Seek(it.next)
-			if k != nil && !it.inclusive && bytes.Equal(k, it.next) {
-				k, v = c.Next()
+			k, v = cur.Seek(c.next)
+			if k != nil && !c.inclusive && bytes.Equal(k, c.next) {
+				k, v = cur.Next()
 			}
 		}
-		for ; k != nil && len(it.page) < it.s.pageSize; k, v = c.Next() {
-			it.page = append(it.page, kv.Entry{PartitionKey: it.pk, Key: bytes.Clone(k), Value: append([]byte{}, v...)})
+		for ; k != nil && len(page) < c.s.pageSize; k, v = cur.Next() {
+			page = append(page, kv.Entry{PartitionKey: c.pk, Key: bytes.Clone(k), Value: append([]byte{}, v...)})
 		}
 		if k == nil {
-			it.done = true
+			done = true
 		}
 		return nil
 	})
 	if err != nil {
-		it.err = it.s.wrap("scan", err)
-		return
+		return nil, true, c.s.wrap("scan", err)
 	}
-	if n := len(it.page); n > 0 {
-		it.next, it.inclusive = it.page[n-1].Key, false
+	if n := len(page); n > 0 {
+		c.next, c.inclusive = page[n-1].Key, false
 	}
+	return page, done, nil
 }
-
-func (it *iterator) Next() bool {
-	if it.closed || it.err != nil {
-		return false
-	}
-	if it.s.closed.Load() {
-		it.err = kv.ErrClosed
-		return false
-	}
-	if err := it.ctx.Err(); err != nil {
-		it.err = err
-		return false
-	}
-	if it.pos >= len(it.page) {
-		if it.done {
-			it.entry = nil
-			return false
-		}
-		it.fill()
-		if it.err != nil || len(it.page) == 0 {
-			it.entry = nil
-			return false
-		}
-	}
-	it.entry = &it.page[it.pos]
-	it.pos++
-	return true
-}
-
-func (it *iterator) Entry() *kv.Entry { return it.entry }
-func (it *iterator) Err() error       { return it.err }
-func (it *iterator) Close()           { it.closed = true; it.page = nil; it.entry = nil }

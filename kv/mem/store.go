@@ -138,7 +138,8 @@ func (s *Store) Scan(ctx context.Context, partitionKey, start []byte) (kv.Entrie
 	if closed {
 		return nil, kv.ErrClosed
 	}
-	return &iterator{s: s, ctx: ctx, pk: bytes.Clone(partitionKey), next: bytes.Clone(start), inclusive: true}, nil
+	c := &cursor{s: s, pk: bytes.Clone(partitionKey), next: bytes.Clone(start), inclusive: true}
+	return kv.NewPager(ctx, nil, c.fetch), nil
 }
 
 func (s *Store) Close() {
@@ -148,78 +149,34 @@ func (s *Store) Close() {
 	s.mu.Unlock()
 }
 
-type iterator struct {
+// cursor is where a scan of one partition goes on.
+type cursor struct {
 	s         *Store
-	ctx       context.Context
 	pk        []byte
 	next      []byte // where the next page starts
 	inclusive bool   // whether next itself belongs to the next page
-	page      []kv.Entry
-	pos       int
-	entry     *kv.Entry
-	err       error
-	done      bool
-	closed    bool
 }
 
-func (it *iterator) fill() {
-	it.s.mu.RLock()
-	defer it.s.mu.RUnlock()
-	if it.s.closed {
-		it.err = kv.ErrClosed
-		return
+// fetch copies one page under the read lock, so that a long scan never
+// holds the lock for the whole partition.
+func (c *cursor) fetch(context.Context) ([]kv.Entry, bool, error) {
+	c.s.mu.RLock()
+	defer c.s.mu.RUnlock()
+	if c.s.closed {
+		return nil, true, kv.ErrClosed
 	}
-	part := it.s.partitions[string(it.pk)]
-	i, found := slices.BinarySearchFunc(part, it.next, func(e kv.Entry, k []byte) int { return bytes.Compare(e.Key, k) })
-	if found && !it.inclusive {
+	part := c.s.partitions[string(c.pk)]
+	i, found := slices.BinarySearchFunc(part, c.next, func(e kv.Entry, k []byte) int { return bytes.Compare(e.Key, k) })
+	if found && !c.inclusive {
 		i++
 	}
 	end := min(i+scanPage, len(part))
-	// A fresh slice per page: callers may hold Entry pointers of earlier pages.
-	it.page = make([]kv.Entry, 0, scanPage)
+	page := make([]kv.Entry, 0, end-i)
 	for _, e := range part[i:end] {
-		it.page = append(it.page, kv.Entry{PartitionKey: it.pk, Key: bytes.Clone(e.Key), Value: bytes.Clone(e.Value)})
+		page = append(page, kv.Entry{PartitionKey: c.pk, Key: bytes.Clone(e.Key), Value: bytes.Clone(e.Value)})
 	}
-	it.pos = 0
-	if end == len(part) {
-		it.done = true
+	if n := len(page); n > 0 {
+		c.next, c.inclusive = page[n-1].Key, false
 	}
-	if n := len(it.page); n > 0 {
-		it.next, it.inclusive = it.page[n-1].Key, false
-	}
+	return page, end == len(part), nil
 }
-
-func (it *iterator) Next() bool {
-	if it.closed || it.err != nil {
-		return false
-	}
-	if err := it.ctx.Err(); err != nil {
-		it.err = err
-		return false
-	}
-	if it.pos >= len(it.page) {
-		if it.done {
-			it.entry = nil
-			return false
-		}
-		it.fill()
-		if it.err != nil || len(it.page) == 0 {
-			it.entry = nil
-			return false
-		}
-	}
-	it.entry = &it.page[it.pos]
-	it.pos++
-	return true
-}
-
-func (it *iterator) Entry() *kv.Entry { return it.entry }
-
-func (it *iterator) Err() error {
-	if it.closed && it.err == nil {
-		return nil
-	}
-	return it.err
-}
-
-func (it *iterator) Close() { it.closed = true; it.page = nil }

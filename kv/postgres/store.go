@@ -569,7 +569,8 @@ func (s *Store) Scan(ctx context.Context, partitionKey, start []byte) (kv.Entrie
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
-	return &iterator{s: s, ctx: ctx, pk: bytes.Clone(partitionKey), next: bytes.Clone(start), inclusive: true}, nil
+	c := &cursor{s: s, pk: bytes.Clone(partitionKey), next: bytes.Clone(start), inclusive: true}
+	return kv.NewPager(ctx, s.closed.Load, c.fetch), nil
 }
 
 // Close closes the pool. Later calls return kv.ErrClosed.
@@ -583,93 +584,49 @@ func (s *Store) Close() {
 // Pool exposes the connection pool, for tests and health checks.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
-type iterator struct {
+// cursor is where a scan of one partition goes on.
+type cursor struct {
 	s         *Store
-	ctx       context.Context
 	pk        []byte
 	next      []byte
 	inclusive bool
-	page      []kv.Entry
-	pos       int
-	entry     *kv.Entry
-	err       error
-	done      bool
-	closed    bool
 }
 
-// fill runs one page query, lakeFS style: key >= start for the first page,
+// fetch runs one page query, lakeFS style: key >= start for the first page,
 // key > last for the next ones.
-func (it *iterator) fill() {
+func (c *cursor) fetch(ctx context.Context) ([]kv.Entry, bool, error) {
 	var (
 		rows pgx.Rows
 		err  error
 	)
 	switch {
-	case len(it.next) == 0:
-		rows, err = it.s.pool.Query(it.ctx, it.s.sqlScanAll, it.pk, it.s.pageSize)
-	case it.inclusive:
-		rows, err = it.s.pool.Query(it.ctx, it.s.sqlScanFrom, it.pk, it.next, it.s.pageSize)
+	case len(c.next) == 0:
+		rows, err = c.s.pool.Query(ctx, c.s.sqlScanAll, c.pk, c.s.pageSize)
+	case c.inclusive:
+		rows, err = c.s.pool.Query(ctx, c.s.sqlScanFrom, c.pk, c.next, c.s.pageSize)
 	default:
-		rows, err = it.s.pool.Query(it.ctx, it.s.sqlScanAfter, it.pk, it.next, it.s.pageSize)
+		rows, err = c.s.pool.Query(ctx, c.s.sqlScanAfter, c.pk, c.next, c.s.pageSize)
 	}
 	if err != nil {
-		it.err = wrapErr(it.ctx, "scan", err)
-		return
+		return nil, true, wrapErr(ctx, "scan", err)
 	}
-	page := make([]kv.Entry, 0, min(it.s.pageSize, 1024))
+	defer rows.Close()
+	page := make([]kv.Entry, 0, min(c.s.pageSize, 1024))
 	for rows.Next() {
 		var k, v []byte
 		if err := rows.Scan(&k, &v); err != nil {
-			rows.Close()
-			it.err = wrapErr(it.ctx, "scan", err)
-			return
+			return nil, true, wrapErr(ctx, "scan", err)
 		}
 		if v == nil {
 			v = []byte{}
 		}
-		page = append(page, kv.Entry{PartitionKey: it.pk, Key: k, Value: v})
+		page = append(page, kv.Entry{PartitionKey: c.pk, Key: k, Value: v})
 	}
 	if err := rows.Err(); err != nil {
-		it.err = wrapErr(it.ctx, "scan", err)
-		return
-	}
-	it.page, it.pos = page, 0
-	if len(page) < it.s.pageSize {
-		it.done = true
+		return nil, true, wrapErr(ctx, "scan", err)
 	}
 	if n := len(page); n > 0 {
-		it.next, it.inclusive = page[n-1].Key, false
+		c.next, c.inclusive = page[n-1].Key, false
 	}
+	return page, len(page) < c.s.pageSize, nil
 }
-
-func (it *iterator) Next() bool {
-	if it.closed || it.err != nil {
-		return false
-	}
-	if it.s.closed.Load() {
-		it.err = kv.ErrClosed
-		return false
-	}
-	if err := it.ctx.Err(); err != nil {
-		it.err = err
-		return false
-	}
-	if it.pos >= len(it.page) {
-		if it.done {
-			it.entry = nil
-			return false
-		}
-		it.fill()
-		if it.err != nil || len(it.page) == 0 {
-			it.entry = nil
-			return false
-		}
-	}
-	it.entry = &it.page[it.pos]
-	it.pos++
-	return true
-}
-
-func (it *iterator) Entry() *kv.Entry { return it.entry }
-func (it *iterator) Err() error       { return it.err }
-func (it *iterator) Close()           { it.closed = true; it.page = nil; it.entry = nil }
