@@ -54,8 +54,9 @@
 // current transaction (explicit, or the implicit one of the current
 // pipeline), using private statement and portal names so it never
 // disturbs the client's unnamed statement or portal. Call it only from the
-// session goroutine, i.e. from Route, LocalStatement, InspectFunc or
-// OpenSession.
+// session goroutine, i.e. from Route, LocalStatement, a BeforeFunc
+// (ForwardHooks) or OpenSession. From an InspectFunc it returns
+// ErrExecInInspect: the upstream is still answering the inspected statement.
 //
 // (e) Session.SetState/State attach upper-layer state (a transaction
 // object); Session.OnClose registers callbacks run when the session ends

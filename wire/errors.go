@@ -84,4 +84,8 @@ var (
 	ErrMessageTooBig = errors.New("wire: message exceeds the maximum size")
 	ErrBadMessage    = errors.New("wire: malformed message")
 	ErrNoUpstream    = errors.New("wire: no upstream configured")
+	// ErrExecInInspect is returned by Upstream.Exec called from an InspectFunc:
+	// the upstream is still answering the inspected statement. Run such
+	// statements from a LocalStatement or a BeforeFunc.
+	ErrExecInInspect = errors.New("wire: Upstream.Exec cannot run inside an InspectFunc")
 )

@@ -54,3 +54,30 @@ func TestForwardHooksBefore(t *testing.T) {
 		t.Fatalf("after a refusal the session must go on: %d, %v", n, err)
 	}
 }
+
+// execInInspect calls Upstream.Exec from an InspectFunc, which must fail
+// with ErrExecInInspect rather than wait forever for the inspected result.
+type execInInspect struct{ got chan error }
+
+func (r execInInspect) Route(context.Context, *Session, string) (Handler, error) {
+	return ForwardInspect(func(ctx context.Context, sess *Session, _ *Inspected) error {
+		_, err := sess.Upstream().Exec(ctx, "SELECT 1")
+		r.got <- err
+		return nil
+	}), nil
+}
+
+func TestUpstreamExecInsideInspectFails(t *testing.T) {
+	r := execInInspect{got: make(chan error, 1)}
+	p := startProxy(t, Config{UpstreamDSN: testenv.PostgresAdminDSN(t)}, r)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn := connect0(t, p.dsn("", ""))
+	var n int
+	if err := conn.QueryRow(ctx, "SELECT $1::int", 7).Scan(&n); err != nil || n != 7 {
+		t.Fatalf("inspected statement: %d, %v", n, err)
+	}
+	if err := <-r.got; !errors.Is(err, ErrExecInInspect) {
+		t.Fatalf("Upstream.Exec in an InspectFunc returned %v, want ErrExecInInspect", err)
+	}
+}

@@ -680,7 +680,11 @@ func (s *Session) finishInspection(ins *inspection, last upMsg) error {
 	case 'E':
 		ins.res.Err = pgErrorFrom(last.body)
 	}
-	if err := ins.f(s.ctx, s, &ins.res); err != nil {
+	// Upstream.Exec would wait for the very result being inspected.
+	s.inInspect = true
+	err := ins.f(s.ctx, s, &ins.res)
+	s.inInspect = false
+	if err != nil {
 		if last.typ == 'E' {
 			s.writeRaw(last.typ, last.body)
 			return err
@@ -1234,6 +1238,9 @@ func (u *Upstream) Exec(ctx context.Context, sql string, args ...any) (*Result, 
 	s := u.s
 	if s.rt == nil {
 		return nil, fmt.Errorf("wire: Upstream.Exec outside a routed session: %w", ErrNoUpstream)
+	}
+	if s.inInspect {
+		return nil, ErrExecInInspect
 	}
 	rt := s.rt
 	if err := s.drain(true); err != nil {

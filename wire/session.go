@@ -42,9 +42,11 @@ var (
 // Router and handlers (which run on the session's goroutine); State,
 // SetState and OnClose are also safe from other goroutines.
 type Session struct {
-	srv    *Server
-	pid    uint32
-	secret uint32
+	// inInspect is set while an InspectFunc runs (Upstream.Exec refuses).
+	inInspect bool
+	srv       *Server
+	pid       uint32
+	secret    uint32
 
 	conn     net.Conn
 	cr       *bufio.Reader
