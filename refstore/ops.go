@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/kvproxy/kvproxy/kv"
 	"github.com/kvproxy/kvproxy/refstore/graveler"
 )
@@ -178,22 +180,31 @@ func (s *Store) UpdateBranch(ctx context.Context, repoID, id string, fn func(*gr
 
 // ListBranches returns a repository's branches in id order (B5 pages).
 func (s *Store) ListBranches(ctx context.Context, repoID, from string, after bool, limit int) ([]BranchRow, error) {
-	var out []BranchRow
-	err := s.listIn(ctx, repoID, BranchKeyPrefix, from, after, func(pk, k, v []byte) (bool, error) {
-		var bd graveler.BranchData
-		if err := decode(pk, k, v, &bd); err != nil {
-			return false, err
-		}
-		out = append(out, BranchFromProto(repoID, &bd))
-		return limit <= 0 || len(out) < limit, nil
-	})
-	return out, err
+	return listRows(ctx, s, repoID, BranchKeyPrefix, from, after, limit, BranchFromProto)
 }
 
 // listIn scans a repository's partition, found from the cached record
 // when there is one. Entries found under a cached instance uid are a valid
 // answer, as for getIn; an empty result counts only once the record is
 // confirmed current, and is redone under the new uid if it changed.
+// listRows decodes the entries under prefix in a repository's partition
+// into rows, up to limit (<= 0: all).
+func listRows[R any, M any, PM interface {
+	*M
+	proto.Message
+}](ctx context.Context, s *Store, repoID, prefix, from string, after bool, limit int, conv func(string, PM) R) ([]R, error) {
+	var out []R
+	err := s.listIn(ctx, repoID, prefix, from, after, func(pk, k, v []byte) (bool, error) {
+		m := PM(new(M))
+		if err := decode(pk, k, v, m); err != nil {
+			return false, err
+		}
+		out = append(out, conv(repoID, m))
+		return limit <= 0 || len(out) < limit, nil
+	})
+	return out, err
+}
+
 func (s *Store) listIn(ctx context.Context, repoID, prefix, from string, after bool, fn func(pk, k, v []byte) (bool, error)) error {
 	t := s.Begin()
 	for {
@@ -245,16 +256,7 @@ func (s *Store) DeleteTag(ctx context.Context, repoID, id string) error {
 
 // ListTags returns a repository's tags in id order (T4 pages).
 func (s *Store) ListTags(ctx context.Context, repoID, from string, after bool, limit int) ([]TagRow, error) {
-	var out []TagRow
-	err := s.listIn(ctx, repoID, TagKeyPrefix, from, after, func(pk, k, v []byte) (bool, error) {
-		var td graveler.TagData
-		if err := decode(pk, k, v, &td); err != nil {
-			return false, err
-		}
-		out = append(out, TagFromProto(repoID, &td))
-		return limit <= 0 || len(out) < limit, nil
-	})
-	return out, err
+	return listRows(ctx, s, repoID, TagKeyPrefix, from, after, limit, TagFromProto)
 }
 
 // GetCommit returns a commit (C1).
@@ -304,16 +306,7 @@ func (s *Store) GetCommitByPrefix(ctx context.Context, repoID, prefix string) (C
 
 // ListCommits returns a repository's commits in id order (C5 pages).
 func (s *Store) ListCommits(ctx context.Context, repoID, from string, after bool, limit int) ([]CommitRow, error) {
-	var out []CommitRow
-	err := s.listIn(ctx, repoID, CommitKeyPrefix, from, after, func(pk, k, v []byte) (bool, error) {
-		var cd graveler.CommitData
-		if err := decode(pk, k, v, &cd); err != nil {
-			return false, err
-		}
-		out = append(out, CommitFromProto(repoID, &cd))
-		return limit <= 0 || len(out) < limit, nil
-	})
-	return out, err
+	return listRows(ctx, s, repoID, CommitKeyPrefix, from, after, limit, CommitFromProto)
 }
 
 // GetStaged returns a staged row (S1); a tombstone has Identity nil.

@@ -129,17 +129,10 @@ func (x *executor) run() (*Result, error) {
 	p := x.p
 	switch p.Shape {
 	case R1:
-		if x.null(0) {
-			return &Result{}, nil // = NULL matches nothing
-		}
-		r, err := x.tx.GetRepository(x.ctx, x.str(0))
-		if notFound(err) {
-			return &Result{}, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		return rows(repoValues(r)[1:]), nil
+		return x.point(1, func() ([]Value, error) {
+			r, err := x.tx.GetRepository(x.ctx, x.str(0))
+			return repoValues(r)[1:], err
+		})
 	case R2:
 		if err := x.notNull(0, 1, 2, 3); err != nil {
 			return nil, err
@@ -176,17 +169,10 @@ func (x *executor) run() (*Result, error) {
 		}
 		return affected(x.tx.DeleteRepository(x.ctx, x.str(0)))
 	case B1:
-		if x.null(0) || x.null(1) {
-			return &Result{}, nil
-		}
-		b, err := x.tx.GetBranch(x.ctx, x.str(0), x.str(1))
-		if notFound(err) {
-			return &Result{}, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		return rows([]Value{optText(b.CommitID), optText(b.StagingToken)}), nil
+		return x.point(2, func() ([]Value, error) {
+			b, err := x.tx.GetBranch(x.ctx, x.str(0), x.str(1))
+			return []Value{optText(b.CommitID), optText(b.StagingToken)}, err
+		})
 	case B2, B3:
 		if err := x.notNull(0, 1); err != nil {
 			return nil, err
@@ -242,17 +228,10 @@ func (x *executor) run() (*Result, error) {
 		}
 		return listed(list, nil, branchListValues)
 	case T1:
-		if x.null(0) || x.null(1) {
-			return &Result{}, nil
-		}
-		t, err := x.tx.GetTag(x.ctx, x.str(0), x.str(1))
-		if notFound(err) {
-			return &Result{}, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		return rows([]Value{optText(t.CommitID)}), nil
+		return x.point(2, func() ([]Value, error) {
+			t, err := x.tx.GetTag(x.ctx, x.str(0), x.str(1))
+			return []Value{optText(t.CommitID)}, err
+		})
 	case T2:
 		if err := x.notNull(0, 1); err != nil {
 			return nil, err
@@ -271,24 +250,17 @@ func (x *executor) run() (*Result, error) {
 		list, err := x.st.ListTags(x.ctx, x.str(0), x.str(1), p.Shape == T4b, n)
 		return listed(list, err, func(t refstore.TagRow) []Value { return []Value{TextValue(t.ID), optText(t.CommitID)} })
 	case C1, C4:
-		if x.null(0) || x.null(1) {
-			return &Result{}, nil
-		}
-		c, err := x.tx.GetCommit(x.ctx, x.str(0), x.str(1))
-		if notFound(err) {
-			return &Result{}, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		v, err := commitValues(c)
-		if err != nil {
-			return nil, err
-		}
-		if p.Shape == C1 {
-			return rows(v[1:]), nil
-		}
-		return rows(v), nil
+		return x.point(2, func() ([]Value, error) {
+			c, err := x.tx.GetCommit(x.ctx, x.str(0), x.str(1))
+			if err != nil {
+				return nil, err
+			}
+			v, err := commitValues(c)
+			if p.Shape == C1 && err == nil {
+				v = v[1:] // C1 does not select the id
+			}
+			return v, err
+		})
 	case C2:
 		return x.commitsByPrefix()
 	case C3:
@@ -342,17 +314,10 @@ func (x *executor) run() (*Result, error) {
 		}
 		return &Result{Affected: n}, nil
 	case S1:
-		if x.null(0) || x.null(1) {
-			return &Result{}, nil
-		}
-		r, err := x.tx.GetStaged(x.ctx, x.str(0), x.bytes(1))
-		if notFound(err) {
-			return &Result{}, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		return rows([]Value{optBytea(r.Identity), optBytea(r.Data)}), nil
+		return x.point(2, func() ([]Value, error) {
+			r, err := x.tx.GetStaged(x.ctx, x.str(0), x.bytes(1))
+			return []Value{optBytea(r.Identity), optBytea(r.Data)}, err
+		})
 	case S2, S3:
 		if err := x.notNull(0, 1); err != nil {
 			return nil, err
@@ -536,6 +501,24 @@ func (x *executor) dropStagedRange() (*Result, error) {
 }
 
 func rows(v []Value) *Result { return &Result{Rows: [][]Value{v}} }
+
+// point is a single-row lookup keyed by the first keys slots: a NULL key
+// matches nothing (= NULL is never true) and a missing row is no row.
+func (x *executor) point(keys int, get func() ([]Value, error)) (*Result, error) {
+	for i := range keys {
+		if x.null(i) {
+			return &Result{}, nil
+		}
+	}
+	v, err := get()
+	if notFound(err) {
+		return &Result{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return rows(v), nil
+}
 
 // page reads the slots of a paged listing (key, from, limit): ok is false
 // when its arguments select nothing (a NULL key or offset, LIMIT 0).
