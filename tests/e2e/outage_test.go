@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -33,12 +35,21 @@ func startDynalite(t *testing.T) *dynalite {
 		testenv.DynamoDBEndpoint(t) // fails under make test, skips otherwise
 		t.Skip("KVPROXY_TEST_DYNALITE_CLI not set")
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	// The server is restarted on the same port, so the port must not be one
+	// the kernel hands out to outgoing connections meanwhile (Linux's
+	// ephemeral range starts at 32768): under load one of them would take it.
+	var port int
+	for try := 0; ; try++ {
+		port = 20000 + rand.IntN(12000)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			l.Close()
+			break
+		}
+		if try == 100 {
+			t.Fatalf("no free port below the ephemeral range: %v", err)
+		}
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
 	d := &dynalite{t: t, cli: cli, dir: t.TempDir(), port: port}
 	d.start()
 	t.Cleanup(d.stop)
@@ -49,6 +60,8 @@ func (d *dynalite) endpoint() string { return fmt.Sprintf("http://127.0.0.1:%d",
 
 func (d *dynalite) start() {
 	d.cmd = exec.Command("node", d.cli, "--port", fmt.Sprint(d.port), "--host", "127.0.0.1", "--path", d.dir)
+	var out strings.Builder
+	d.cmd.Stdout, d.cmd.Stderr = &out, &out
 	if err := d.cmd.Start(); err != nil {
 		d.t.Fatal(err)
 	}
@@ -58,7 +71,7 @@ func (d *dynalite) start() {
 			return
 		}
 	}
-	d.t.Fatal("dynalite did not start")
+	d.t.Fatalf("dynalite did not start: %s", out.String())
 }
 
 func (d *dynalite) stop() {
