@@ -155,9 +155,17 @@ func TestLimitsAndCounters(t *testing.T) {
 	if pgCode(err) != CodeTooManyConnections {
 		t.Fatalf("third connection: %v", err)
 	}
-	st := p.srv.Stats()
-	if st.ClientConns != 2 || st.UpstreamConns != 2 || st.ClientConnsRejected != 1 || obs.client.Load() != 2 || obs.upstream.Load() != 2 || obs.rejected.Load() != 1 {
-		t.Fatalf("stats %+v observer %d/%d/%d", st, obs.client.Load(), obs.upstream.Load(), obs.rejected.Load())
+	// A session is counted right after its ReadyForQuery is sent, so the
+	// client can get here first: wait (bounded) for the counters.
+	want := func() bool {
+		st := p.srv.Stats()
+		return st.ClientConns == 2 && st.UpstreamConns == 2 && st.ClientConnsRejected == 1 &&
+			obs.client.Load() == 2 && obs.upstream.Load() == 2 && obs.rejected.Load() == 1
+	}
+	for deadline := time.Now().Add(10 * time.Second); !want(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v observer %d/%d/%d", p.srv.Stats(), obs.client.Load(), obs.upstream.Load(), obs.rejected.Load())
+		}
 	}
 	c1.Close(ctx)
 	c2.Close(ctx)
