@@ -64,6 +64,7 @@ func (r *Router) routeDualWrite(p *translate.Plan) wire.Handler {
 	case translate.RefStore:
 		switch {
 		case p.Shape == translate.L1 || p.Shape == translate.L2:
+			return wire.ForwardHooks(r.lockBefore(nil), r.lockAfter(nil))
 		case p.Fields == nil:
 			return wire.Local(&dwWrite{r: r, p: p})
 		case r.opt.ShadowReadFraction > 0:
@@ -82,9 +83,8 @@ func (r *Router) dwBegin(_ context.Context, sess *wire.Session, res *wire.Inspec
 	return nil
 }
 
-func (r *Router) dwRollback(_ context.Context, sess *wire.Session, _ *wire.Inspected) error {
-	st := state(sess)
-	st.inTx, st.pending = false, nil
+func (r *Router) dwRollback(ctx context.Context, sess *wire.Session, _ *wire.Inspected) error {
+	r.endTx(ctx, state(sess))
 	return nil
 }
 
@@ -100,8 +100,11 @@ func (w *dwWrite) Describe(ctx context.Context, sess *wire.Session, paramOIDs []
 
 func (w *dwWrite) Execute(ctx context.Context, sess *wire.Session, params wire.Params, _ *wire.RowWriter) (string, error) {
 	st, p := state(sess), w.p
-	if err := w.r.gate(); err != nil {
+	if err := w.r.opt.Gate.BeginWrite(ctx, st); err != nil {
 		return "", err
+	}
+	if !st.inTx {
+		defer w.r.opt.Gate.EndWrite(st)
 	}
 	vals, err := p.DecodeParams(st.tsess, "", params.Formats, params.Values)
 	if err != nil {
@@ -181,10 +184,12 @@ func (c *dwCommit) Execute(ctx context.Context, sess *wire.Session, _ wire.Param
 	st, r := state(sess), c.r
 	ops := st.pending
 	inTx := st.inTx
-	st.inTx, st.pending = false, nil
+	// Whatever happens below, the transaction ends here: its locks (held
+	// upstream) and its place at the gate go with it.
+	defer r.endTx(ctx, st)
 	up := sess.Upstream()
 	if inTx && sess.TxStatus() != 'E' && len(ops) > 0 {
-		if err := r.gate(); err != nil {
+		if err := r.opt.Gate.CheckCommit(st); err != nil {
 			_, _ = up.Exec(ctx, "ROLLBACK")
 			sess.SetTxStatus('I')
 			return "", err

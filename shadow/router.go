@@ -15,6 +15,7 @@ import (
 	"github.com/kvproxy/kvproxy/metrics"
 	"github.com/kvproxy/kvproxy/refstore"
 	"github.com/kvproxy/kvproxy/shadow/control"
+	"github.com/kvproxy/kvproxy/shadow/dirty"
 	"github.com/kvproxy/kvproxy/translate"
 	"github.com/kvproxy/kvproxy/wire"
 )
@@ -26,8 +27,8 @@ type RouterOptions struct {
 	Locks      *kvlock.Manager
 	// InstanceID names this proxy process in lock holders and logs.
 	InstanceID string
-	// Phase returns the phase in force. Required.
-	Phase func() string
+	// Gate follows the phase and admits writes and locks. Required.
+	Gate *Gate
 	// HasUpstream says whether statements can be forwarded.
 	HasUpstream bool
 	// ShadowReadFraction (0 to 1) of ref-store reads in dual-write are also
@@ -38,11 +39,12 @@ type RouterOptions struct {
 	// client's COMMIT is released anyway (the key stays in the dirty-key log).
 	// Default 2s.
 	MirrorTimeout time.Duration
-	// WriteGate, if set, is asked before every ref-store write and COMMIT;
-	// an error (the instance's view of the phase is stale: lease expired,
-	// epoch moved, switch in progress) refuses the write with 40001 so the
-	// client retries, by then through an instance that knows the phase.
-	WriteGate func() error
+	// KVLog and Mirror carry kv-primary's writes to PostgreSQL: the keys of
+	// a write are logged in KVLog before its KV commit, Mirror copies them
+	// from KV to PostgreSQL after it, and a key whose copy failed stays in
+	// the log for the repairer. Both are required for kv-primary.
+	KVLog  *dirty.KVLog
+	Mirror dirty.Syncer
 	// BeforeMirror, if set, runs after the upstream commit and before the
 	// KV mirror of a dual write. Tests use it to crash the proxy there.
 	BeforeMirror func(ctx context.Context)
@@ -88,7 +90,12 @@ var (
 
 // Passthrough makes sessions that start in phase passthrough pure relays,
 // the fast path of the wire layer.
-func (r *Router) Passthrough(*wire.Session) bool { return r.opt.Phase() == control.Passthrough }
+func (r *Router) Passthrough(sess *wire.Session) bool { return state(sess).phase == control.Passthrough }
+
+// Reroute has a session route again at its next idle point once the epoch
+// moved: every session follows a phase switch between two transactions,
+// without reconnecting.
+func (r *Router) Reroute(sess *wire.Session) bool { return r.opt.Gate.reroute(state(sess)) }
 
 // session is the state of one client session answered from KV.
 type session struct {
@@ -104,6 +111,18 @@ type session struct {
 	// a statement of the transaction first goes there.
 	beginSQL string
 	upBegun  bool
+
+	// The phase and epoch the session routes by, latched between
+	// transactions (Reroute).
+	phase string
+	epoch int64
+	// Gate bookkeeping (guarded by the Gate's mutex).
+	writing     bool // the transaction has written (counted by the gate)
+	doomed      bool // a drain gave up on the transaction
+	lockCounted bool // the session holds or awaits advisory locks (counted)
+	holdsLocks  bool // a forwarded advisory lock succeeded in this transaction
+	// kv-primary: keys written by the open transaction, to mirror.
+	kpKeys []dirty.Key
 }
 
 // OpenSession attaches the session state and releases its locks however the
@@ -114,6 +133,7 @@ func (r *Router) OpenSession(ctx context.Context, sess *wire.Session) error {
 		ts = translate.UTC
 	}
 	st := &session{tsess: ts, holder: r.opt.InstanceID + "/" + strconv.FormatUint(uint64(sess.ID()), 10)}
+	r.opt.Gate.reroute(st)
 	sess.SetState(st)
 	sess.OnClose(func(ctx context.Context) { r.endTx(ctx, st) })
 	return nil
@@ -124,14 +144,14 @@ func state(sess *wire.Session) *session {
 		return st
 	}
 	// OpenSession always runs first; this keeps a misuse from panicking.
-	st := &session{tsess: translate.UTC, holder: "unknown"}
+	st := &session{tsess: translate.UTC, holder: "unknown", phase: control.KVOnly}
 	sess.SetState(st)
 	return st
 }
 
 // Route decides who answers sql.
 func (r *Router) Route(ctx context.Context, sess *wire.Session, sql string) (wire.Handler, error) {
-	phase := r.opt.Phase()
+	phase := state(sess).phase
 	if phase == control.Passthrough {
 		return wire.Forward(), nil
 	}
@@ -144,10 +164,6 @@ func (r *Router) Route(ctx context.Context, sess *wire.Session, sql string) (wir
 	}
 	switch phase {
 	case control.DualWrite:
-		return r.routeDualWrite(p), nil
-	case control.KVPrimary:
-		// kv-primary routing is not built yet: PostgreSQL stays
-		// authoritative and the mirror keeps running, as in dual-write.
 		return r.routeDualWrite(p), nil
 	}
 	switch p.Kind {
@@ -164,12 +180,14 @@ func (r *Router) Route(ctx context.Context, sess *wire.Session, sql string) (wir
 		r.opt.Log.Warn("unsupported ref-store statement", "sql", short(sql))
 		return wire.Local(errStatement{err: pgError(p.Err)}), nil
 	case translate.RefStore:
-		if r.opt.HasUpstream && (p.Shape == translate.L1 || p.Shape == translate.L2) {
+		if r.opt.HasUpstream && phase == control.KVOnly && (p.Shape == translate.L1 || p.Shape == translate.L2) {
 			// PostgreSQL's own advisory locks, so that clients still
 			// connected to PostgreSQL directly and clients of every proxy
 			// instance exclude each other; they live in the upstream
-			// transaction that begin opened there too.
-			return r.forwardInTx(), nil
+			// transaction that begin opened there too. (kv-primary keeps
+			// them in KV instead: its clients must not notice a PostgreSQL
+			// restart.)
+			return wire.ForwardHooks(r.lockBefore(r.beginUpstream), r.lockAfter(r.observeForwarded)), nil
 		}
 	case translate.Utility:
 		switch p.Shape {
@@ -190,6 +208,44 @@ func (r *Router) Route(ctx context.Context, sess *wire.Session, sql string) (wir
 // an error there aborts the whole transaction.
 func (r *Router) forwardInTx() wire.Handler {
 	return wire.ForwardHooks(r.beginUpstream, r.observeForwarded)
+}
+
+// lockBefore admits a forwarded advisory lock at the gate (a switch's
+// barrier holds new locks back), then runs next.
+func (r *Router) lockBefore(next wire.BeforeFunc) wire.BeforeFunc {
+	return func(ctx context.Context, sess *wire.Session) error {
+		st := state(sess)
+		if err := r.opt.Gate.AcquireLock(ctx, st); err != nil {
+			return err
+		}
+		if next != nil {
+			if err := next(ctx, sess); err != nil {
+				if !st.inTx {
+					r.opt.Gate.ReleaseLock(st)
+				}
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+// lockAfter ends the gate's count of a forwarded lock that PostgreSQL did
+// not keep: it failed, or it ran outside a transaction (released at once).
+func (r *Router) lockAfter(next wire.InspectFunc) wire.InspectFunc {
+	return func(ctx context.Context, sess *wire.Session, res *wire.Inspected) error {
+		st := state(sess)
+		var err error
+		if next != nil {
+			err = next(ctx, sess, res)
+		}
+		if !st.inTx || res.Err != nil && !st.holdsLocks {
+			r.opt.Gate.ReleaseLock(st)
+		} else if res.Err == nil {
+			st.holdsLocks = true
+		}
+		return err
+	}
 }
 
 func (r *Router) beginUpstream(ctx context.Context, sess *wire.Session) error {
@@ -347,10 +403,16 @@ func (r *Router) transaction(ctx context.Context, sess *wire.Session, st *sessio
 			}
 			return "ROLLBACK", nil
 		}
-		if !readOnly {
+		if !readOnly && st.writing {
 			// Reads of a read-only transaction are not re-validated: it
 			// wrote nothing, and every read was current when it ran.
-			if err := r.gate(); err != nil {
+			if err := r.opt.Gate.CheckCommit(st); err != nil {
+				tx.Rollback()
+				_, _ = upstream("ROLLBACK")
+				return "", err
+			}
+			refs, err := r.logIntent(ctx, st, st.kpKeys)
+			if err != nil {
 				tx.Rollback()
 				_, _ = upstream("ROLLBACK")
 				return "", err
@@ -359,6 +421,7 @@ func (r *Router) transaction(ctx context.Context, sess *wire.Session, st *sessio
 				_, _ = upstream("ROLLBACK")
 				return "", pgError(translateErr(err))
 			}
+			r.mirrorToSQL(ctx, st, st.kpKeys, refs)
 		} else {
 			tx.Rollback()
 		}
@@ -389,6 +452,8 @@ func (r *Router) endTx(ctx context.Context, st *session) {
 	}
 	st.tx, st.inTx, st.failed, st.readOnly = nil, false, false, false
 	st.beginSQL, st.upBegun = "", false
+	st.pending, st.kpKeys = nil, nil
+	r.opt.Gate.EndWrite(st)
 	r.releaseLocks(ctx, st)
 }
 
@@ -403,18 +468,8 @@ func (r *Router) releaseLocks(ctx context.Context, st *session) {
 		}
 		cancel()
 	}
-	st.locks = nil
-}
-
-// gate refuses writes while this instance cannot vouch for the phase.
-func (r *Router) gate() error {
-	if r.opt.WriteGate == nil {
-		return nil
-	}
-	if err := r.opt.WriteGate(); err != nil {
-		return wire.Errorf("40001", "kvproxy cannot accept ref-store writes right now, retry: %v", err)
-	}
-	return nil
+	st.locks, st.holdsLocks = nil, false
+	r.opt.Gate.ReleaseLock(st)
 }
 
 func (r *Router) statement(ctx context.Context, st *session, p *translate.Plan, params wire.Params, w *wire.RowWriter) (string, error) {
@@ -437,23 +492,37 @@ func (r *Router) statement(ctx context.Context, st *session, p *translate.Plan, 
 		return r.advisoryLock(ctx, st, p, args, w)
 	}
 	write := p.Fields == nil
-	if write {
-		if err := r.gate(); err != nil {
-			return "", err
-		}
-	}
 	if write && st.inTx && st.readOnly {
 		return "", wire.Errorf("25006", "cannot execute %s in a read-only transaction", p.Command())
+	}
+	if write {
+		if err := r.opt.Gate.BeginWrite(ctx, st); err != nil {
+			return "", err
+		}
+		if !st.inTx {
+			defer r.opt.Gate.EndWrite(st)
+		}
 	}
 	if st.inTx {
 		res, err := translate.Exec(ctx, r.opt.RefStore, st.tx, p, args)
 		if err != nil {
 			return "", pgError(err)
 		}
+		if write && st.phase == control.KVPrimary {
+			st.kpKeys = append(st.kpKeys, dirty.KeysOf(p, args)...)
+		}
 		return r.writeResult(st, p, res, w)
 	}
 	// Autocommit: one transaction per statement. Being a single statement,
 	// it can be re-run safely when it loses a race.
+	var keys []dirty.Key
+	var refs []string
+	if write && st.phase == control.KVPrimary {
+		keys = dirty.KeysOf(p, args)
+		if refs, err = r.logIntent(ctx, st, keys); err != nil {
+			return "", err
+		}
+	}
 	for attempt := 1; ; attempt++ {
 		tx := r.opt.RefStore.Begin()
 		res, err := translate.Exec(ctx, r.opt.RefStore, tx, p, args)
@@ -463,6 +532,9 @@ func (r *Router) statement(ctx context.Context, st *session, p *translate.Plan, 
 			tx.Rollback()
 		}
 		if err == nil {
+			if write {
+				r.mirrorToSQL(ctx, st, keys, refs)
+			}
 			return r.writeResult(st, p, res, w)
 		}
 		var te *translate.Error
@@ -505,9 +577,15 @@ func (r *Router) advisoryLock(ctx context.Context, st *session, p *translate.Pla
 	if p.Shape == translate.L2 {
 		mode = kvlock.Exclusive
 	}
+	if err := r.opt.Gate.AcquireLock(ctx, st); err != nil {
+		return "", err
+	}
 	key := strconv.AppendInt([]byte("advisory/"), args[0].Int, 10)
 	l, err := r.opt.Locks.Acquire(ctx, key, mode, st.holder)
 	if err != nil {
+		if len(st.locks) == 0 || !st.inTx {
+			r.opt.Gate.ReleaseLock(st)
+		}
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 			return "", wire.Errorf("57014", "canceling statement due to user request")
 		}
@@ -515,8 +593,11 @@ func (r *Router) advisoryLock(ctx context.Context, st *session, p *translate.Pla
 	}
 	if st.inTx {
 		st.locks = append(st.locks, l)
-	} else if err := l.Release(context.WithoutCancel(ctx)); err != nil && !errors.Is(err, kvlock.ErrLeaseLost) {
-		r.opt.Log.Warn("release advisory lock", "holder", st.holder, "err", err)
+	} else {
+		if err := l.Release(context.WithoutCancel(ctx)); err != nil && !errors.Is(err, kvlock.ErrLeaseLost) {
+			r.opt.Log.Warn("release advisory lock", "holder", st.holder, "err", err)
+		}
+		r.opt.Gate.ReleaseLock(st)
 	}
 	return r.writeResult(st, p, &translate.Result{Rows: [][]translate.Value{{translate.VoidValue()}}}, w)
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kvproxy/kvproxy/internal/config"
+	"github.com/kvproxy/kvproxy/shadow/cutover"
 )
 
 func newRootCmd() *cobra.Command {
@@ -24,6 +25,7 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(newStatusCmd())
 	root.AddCommand(newBackfillCmd(), newVerifyCmd())
 	root.AddCommand(newPhaseCmd())
+	root.AddCommand(newSwitchCmd(cutover.Cutover), newSwitchCmd(cutover.Rollback), newSwitchCmd(cutover.Finalize))
 	return root
 }
 

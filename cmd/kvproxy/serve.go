@@ -29,16 +29,28 @@ import (
 	"github.com/kvproxy/kvproxy/wire"
 )
 
-// startRepairer opens the proxy's own small pool to the upstream, creates
-// the dirty-key outbox there and drains it in the background, re-copying
-// every logged key from PostgreSQL to KV. In dual-write and kv-primary the
-// outbox is required; in other phases a missing privilege only warns.
-func startRepairer(ctx context.Context, upstream string, store kv.Store, phase string, m *metrics.Metrics, log *slog.Logger) (*pgxpool.Pool, error) {
+// repairers are the background drains of both dirty-key logs: the outbox
+// in the upstream database (dual-write: re-copy keys from PostgreSQL to KV)
+// and the KV-side log (kv-primary: re-copy keys from KV to PostgreSQL).
+type repairers struct {
+	pool   *pgxpool.Pool
+	toKV   *dirty.Repairer
+	toSQL  *dirty.Repairer
+	kvLog  *dirty.KVLog
+	mirror *migrate.Syncer // KV -> SQL, for kv-primary's own mirror
+}
+
+// startRepairer opens the proxy's own pool to the upstream, creates the
+// dirty-key outbox there, and drains the log of the phase in force every
+// second. In dual-write and kv-primary the outbox is required; in other
+// phases a missing privilege only warns.
+func startRepairer(ctx context.Context, upstream string, store kv.Store, phase string, gate *shadow.Gate, m *metrics.Metrics, log *slog.Logger) (*repairers, error) {
 	pcfg, err := pgxpool.ParseConfig(upstream)
 	if err != nil {
 		return nil, fmt.Errorf("upstream: %w", err)
 	}
-	pcfg.MaxConns = 4
+	// The repairer and kv-primary's mirror to PostgreSQL share it.
+	pcfg.MaxConns = 16
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("upstream: %w", err)
@@ -54,22 +66,54 @@ func startRepairer(ctx context.Context, upstream string, store kv.Store, phase s
 		log.Warn("dirty-key log unavailable; dual writes will need it", "err", err)
 		return nil, nil
 	}
-	syncer, err := migrate.NewSyncer(migrate.VerifyOptions{Source: pool, KV: store, Direction: migrate.SQLToKV, Log: log})
+	toKV, err := migrate.NewSyncer(migrate.VerifyOptions{Source: pool, KV: store, Direction: migrate.SQLToKV, Log: log})
 	if err != nil {
 		pool.Close()
 		return nil, err
 	}
-	r := &dirty.Repairer{
-		Log:    outbox,
-		Syncer: syncer,
-		Logger: log,
-		OnRound: func(remaining int64, repaired int) {
-			m.DirtyKeys.Set(float64(remaining))
-			m.DirtyKeysRepaired.Add(float64(repaired))
-		},
+	toSQL, err := migrate.NewSyncer(migrate.VerifyOptions{Source: pool, KV: store, Direction: migrate.KVToSQL, Log: log})
+	if err != nil {
+		pool.Close()
+		return nil, err
 	}
-	go r.Run(ctx)
-	return pool, nil
+	kvLog := dirty.NewKVLog(store, nil)
+	rs := &repairers{pool: pool, kvLog: kvLog, mirror: toSQL,
+		toKV:  &dirty.Repairer{Log: outbox, Syncer: toKV, Logger: log},
+		toSQL: &dirty.Repairer{Log: kvLog, Syncer: toSQL, Logger: log},
+	}
+	go rs.run(ctx, gate, m, log)
+	return rs, nil
+}
+
+// run drains, every second, the log that the phase in force writes. After
+// a switch the other log is empty: the switch repaired it under its barrier.
+func (rs *repairers) run(ctx context.Context, gate *shadow.Gate, m *metrics.Metrics, log *slog.Logger) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		var r *dirty.Repairer
+		switch gate.Phase() {
+		case control.DualWrite:
+			r = rs.toKV
+		case control.KVPrimary:
+			r = rs.toSQL
+		}
+		if r != nil {
+			n, err := r.RunOnce(ctx)
+			if err != nil && ctx.Err() == nil {
+				log.Warn("dirty-key repair", "err", err)
+			}
+			if remaining, cerr := r.Log.Count(ctx); cerr == nil {
+				m.DirtyKeys.Set(float64(remaining))
+			}
+			m.DirtyKeysRepaired.Add(float64(n))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // testPauseBeforeMirror is a test hook: KVPROXY_TEST_PAUSE_BEFORE_MIRROR=10s
@@ -202,21 +246,23 @@ no upstream (phase kv-only).`,
 			}()
 			follower := control.NewFollower(control.NewStore(testPartitionable(store), nil),
 				control.FollowerOptions{ID: instanceID, Addr: ln.Addr().String(), TTL: testLeaseTTL()})
-			if _, err := follower.Sync(ctx); err != nil {
+			if rec, err = follower.Sync(ctx); err != nil {
 				return err
 			}
 			m := metrics.New(reg)
-			startEpoch := rec.Epoch
+			gate := shadow.NewGate(rec)
+			gate.Ack = follower.SetBarrierAck
+			gate.Fresh = func() bool { _, fresh := follower.View(); return fresh }
+			gate.OnWait = func(d time.Duration) { m.BarrierSeconds.Observe(d.Seconds()) }
 			follower.OnChange(func(r control.PhaseRecord) {
+				gate.Update(r)
 				m.SetPhase(r.Phase, r.Epoch, control.Phases)
-				if r.Epoch == startEpoch {
-					log.Info("phase", "phase", r.Phase, "epoch", r.Epoch)
+				if r.Barrier != nil {
+					log.Info("switch barrier up: holding new ref-store writes", "target", r.Barrier.Target, "barrier", r.Barrier.ID)
 					return
 				}
-				// New sessions route by the new phase; sessions opened before
-				// keep the routing they chose until they reconnect.
-				log.Warn("the phase changed while running: restart this proxy so that every session follows it",
-					"phase", r.Phase, "epoch", r.Epoch)
+				// Sessions follow at their next idle point (Router.Reroute).
+				log.Info("phase", "phase", r.Phase, "epoch", r.Epoch)
 			})
 			m.SetPhase(rec.Phase, rec.Epoch, control.Phases)
 			bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
@@ -224,34 +270,33 @@ no upstream (phase kv-only).`,
 			go follower.Run(bg, func(err error) { log.Warn("phase record", "err", err) })
 			locks := kvlock.NewManager(store, kvlock.Options{})
 			go locks.Run(bg)
+			var rp *repairers
 			if cfg.Upstream != "" {
-				pool, err := startRepairer(bg, cfg.Upstream, store, rec.Phase, m, log)
-				if err != nil {
+				if rp, err = startRepairer(bg, cfg.Upstream, store, rec.Phase, gate, m, log); err != nil {
 					return err
 				}
-				if pool != nil {
-					defer pool.Close()
+				if rp != nil {
+					defer rp.pool.Close()
 				}
 			}
-
-			router := shadow.NewRouter(shadow.RouterOptions{
+			ropt := shadow.RouterOptions{
 				Translator:         translate.New(translate.Options{}),
 				RefStore:           rs,
 				Locks:              locks,
 				InstanceID:         instanceID,
-				Phase:              func() string { v, _ := follower.View(); return v.Phase },
+				Gate:               gate,
 				HasUpstream:        cfg.Upstream != "",
 				ShadowReadFraction: cfg.Shadow.ReadFraction,
 				ShadowReadTimeout:  cfg.Shadow.ReadTimeout,
 				MirrorTimeout:      cfg.Shadow.MirrorTimeout,
 				BeforeMirror:       testPauseBeforeMirror(),
-				WriteGate: func() error {
-					v, _ := follower.View()
-					return follower.CheckWrite(v.Epoch)
-				},
-				Metrics: m,
-				Log:     log,
-			})
+				Metrics:            m,
+				Log:                log,
+			}
+			if rp != nil {
+				ropt.KVLog, ropt.Mirror = rp.kvLog, rp.mirror
+			}
+			router := shadow.NewRouter(ropt)
 			srv, err := wire.NewServer(wire.Config{
 				Listen:                   cfg.Listen,
 				UpstreamDSN:              cfg.Upstream,

@@ -60,6 +60,28 @@ type Barrier struct {
 	Target  string    `json:"target"`
 	Started time.Time `json:"started"`
 	By      string    `json:"by"`
+	// Deadline is when the switch gives up. The driver never flips the
+	// phase after it; instances stop holding writes for a barrier whose
+	// deadline passed (plus BarrierGrace for clock skew), so a driver that
+	// died mid-switch cannot stop writes for longer than that.
+	Deadline time.Time `json:"deadline"`
+}
+
+// BarrierGrace is how long past its deadline an instance still honours a
+// barrier: the allowance for clock skew between the driver and instances.
+const BarrierGrace = 2 * time.Second
+
+// Abandoned reports whether the barrier's driver has given up for sure.
+func (b *Barrier) Abandoned(now time.Time) bool {
+	return b != nil && !b.Deadline.IsZero() && now.After(b.Deadline.Add(BarrierGrace))
+}
+
+// BarrierID is the barrier's id, "" when none is set.
+func (r PhaseRecord) BarrierID() string {
+	if r.Barrier == nil {
+		return ""
+	}
+	return r.Barrier.ID
 }
 
 // PhaseRecord is the single global phase.
@@ -276,10 +298,15 @@ type Follower struct {
 	refresh time.Duration
 	started time.Time
 
+	poll    time.Duration
+	kick    chan struct{}
+
 	mu         sync.Mutex
 	view       PhaseRecord
 	validUntil time.Time // lease expiry as last written successfully
+	renewed    time.Time // when the lease was last written
 	barrierAck string
+	ackSent    string // barrierAck as last published
 	onChange   []func(PhaseRecord)
 }
 
@@ -293,9 +320,13 @@ type FollowerOptions struct {
 	// does not stop writes), and a switch waits up to this long for an
 	// unreachable instance's lease to run out before going on without it.
 	TTL time.Duration
-	// Refresh is how often the phase is re-read and the lease renewed;
-	// default 2s (or TTL/5 when that is shorter).
+	// Refresh is how often the lease is renewed; default 2s (or TTL/5 when
+	// that is shorter).
 	Refresh time.Duration
+	// Poll is how often the phase record is re-read (one KV read); default
+	// 100ms. A switch's write pause is bounded below by it: instances learn
+	// of a barrier and of its release this late.
+	Poll time.Duration
 }
 
 // NewFollower returns a follower; call Sync once, then Run.
@@ -306,22 +337,36 @@ func NewFollower(store *Store, opt FollowerOptions) *Follower {
 	if opt.Refresh <= 0 {
 		opt.Refresh = min(2*time.Second, opt.TTL/5)
 	}
-	return &Follower{store: store, id: opt.ID, addr: opt.Addr, ttl: opt.TTL, refresh: opt.Refresh, started: store.Now().UTC()}
+	if opt.Poll <= 0 {
+		opt.Poll = 100 * time.Millisecond
+	}
+	return &Follower{store: store, id: opt.ID, addr: opt.Addr, ttl: opt.TTL, refresh: opt.Refresh, poll: opt.Poll,
+		kick: make(chan struct{}, 1), started: store.Now().UTC()}
 }
 
-// OnChange registers f to be called (from Sync) whenever the epoch changes.
+// OnChange registers f to be called (from Sync) whenever the epoch or the
+// barrier changes.
 func (f *Follower) OnChange(fn func(PhaseRecord)) {
 	f.mu.Lock()
 	f.onChange = append(f.onChange, fn)
 	f.mu.Unlock()
 }
 
-// SetBarrierAck records that this instance has drained for barrier id; the
-// next Sync publishes it.
+// SetBarrierAck records that this instance has drained for barrier id and
+// has Run publish it at once.
 func (f *Follower) SetBarrierAck(id string) {
 	f.mu.Lock()
 	f.barrierAck = id
 	f.mu.Unlock()
+	f.Kick()
+}
+
+// Kick makes Run re-read the phase and renew the lease now.
+func (f *Follower) Kick() {
+	select {
+	case f.kick <- struct{}{}:
+	default:
+	}
 }
 
 // Sync reads the phase record and renews the lease once.
@@ -339,11 +384,21 @@ func (f *Follower) Sync(ctx context.Context) (PhaseRecord, error) {
 		return r, err
 	}
 	f.mu.Lock()
-	changed := r.Epoch != f.view.Epoch
-	f.view = r
+	f.renewed, f.ackSent = now, ack
 	// The lease is only as good as the moment it was written: count it
 	// from before the write, so a slow write cannot extend it.
 	f.validUntil = now.Add(f.ttl)
+	f.mu.Unlock()
+	f.apply(r)
+	return r, nil
+}
+
+// apply installs r as the view and tells the hooks when the epoch or the
+// barrier changed.
+func (f *Follower) apply(r PhaseRecord) {
+	f.mu.Lock()
+	changed := r.Epoch != f.view.Epoch || r.BarrierID() != f.view.BarrierID()
+	f.view = r
 	hooks := append([]func(PhaseRecord){}, f.onChange...)
 	f.mu.Unlock()
 	if changed {
@@ -351,22 +406,47 @@ func (f *Follower) Sync(ctx context.Context) (PhaseRecord, error) {
 			h(r)
 		}
 	}
-	return r, nil
 }
 
-// Run calls Sync every Refresh until ctx ends. Errors leave the previous
-// view in place; it goes stale when the lease runs out.
+// pollOnce re-reads the phase record, and renews the lease (Sync) when it is
+// due, when the epoch moved (EpochSeen is what a switch checks), or when a
+// barrier acknowledgement waits to be published.
+func (f *Follower) pollOnce(ctx context.Context) error {
+	f.mu.Lock()
+	due := f.store.Now().Sub(f.renewed) >= f.refresh || f.barrierAck != f.ackSent
+	epoch := f.view.Epoch
+	f.mu.Unlock()
+	if due {
+		_, err := f.Sync(ctx)
+		return err
+	}
+	r, _, err := f.store.Phase(ctx)
+	if err != nil {
+		return fmt.Errorf("control: read phase: %w", err)
+	}
+	if r.Epoch != epoch {
+		_, err := f.Sync(ctx)
+		return err
+	}
+	f.apply(r)
+	return nil
+}
+
+// Run polls the phase record every Poll and renews the lease every Refresh
+// until ctx ends. Errors leave the previous view in place; it goes stale
+// when the lease runs out.
 func (f *Follower) Run(ctx context.Context, onErr func(error)) {
-	t := time.NewTicker(f.refresh)
+	t := time.NewTicker(f.poll)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if _, err := f.Sync(ctx); err != nil && onErr != nil && ctx.Err() == nil {
-				onErr(err)
-			}
+		case <-f.kick:
+		}
+		if err := f.pollOnce(ctx); err != nil && onErr != nil && ctx.Err() == nil {
+			onErr(err)
 		}
 	}
 }

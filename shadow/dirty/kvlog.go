@@ -41,18 +41,27 @@ type kvEntry struct {
 }
 
 func (l *KVLog) Add(ctx context.Context, keys []Key, instance string) error {
+	_, err := l.AddRefs(ctx, keys, instance)
+	return err
+}
+
+// AddRefs is Add that returns the entries' refs, so that the writer can
+// clear them itself once its mirror succeeded.
+func (l *KVLog) AddRefs(ctx context.Context, keys []Key, instance string) ([]string, error) {
 	ns := l.now().UnixNano()
+	refs := make([]string, 0, len(keys))
 	for _, k := range keys {
 		ref := fmt.Sprintf("%020d/%s/%d", ns, instance, l.seq.Add(1))
 		v, err := json.Marshal(kvEntry{Key: k, Instance: instance})
 		if err != nil {
-			return fmt.Errorf("dirty: encode %s: %w", k, err)
+			return refs, fmt.Errorf("dirty: encode %s: %w", k, err)
 		}
 		if err := l.store.Set(ctx, []byte(KVPartition), []byte(ref), v); err != nil {
-			return fmt.Errorf("dirty: log %s: %w", k, err)
+			return refs, fmt.Errorf("dirty: log %s: %w", k, err)
 		}
+		refs = append(refs, ref)
 	}
-	return nil
+	return refs, nil
 }
 
 func (l *KVLog) scan(ctx context.Context, fn func(ref string, created time.Time, v []byte) bool) error {

@@ -1,0 +1,450 @@
+package cutover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/xid"
+
+	"github.com/kvproxy/kvproxy/kv"
+	"github.com/kvproxy/kvproxy/shadow/control"
+	"github.com/kvproxy/kvproxy/shadow/dirty"
+	"github.com/kvproxy/kvproxy/shadow/migrate"
+)
+
+// Kinds of switch.
+const (
+	Cutover  = "cutover"  // dual-write -> kv-primary
+	Rollback = "rollback" // kv-primary -> dual-write
+	Finalize = "finalize" // kv-primary -> kv-only
+)
+
+// Check names, as reported.
+const (
+	CheckPhase     = "phase"
+	CheckBackfill  = "backfill complete"
+	CheckVerify    = "last full verify clean and newer than the backfill"
+	CheckDirty     = "dirty-key log drained"
+	CheckInstances = "every live instance on the current epoch"
+)
+
+var (
+	// ErrPrecondition means a check failed; nothing was changed.
+	ErrPrecondition = errors.New("cutover: precondition failed")
+	// ErrAborted means the switch started but gave up; the barrier was
+	// released and the old phase is in force.
+	ErrAborted = errors.New("cutover: switch aborted, old phase kept")
+)
+
+// Options configure one switch.
+type Options struct {
+	Kind    string
+	KV      kv.Store
+	Control *control.Store
+	// Source is the upstream PostgreSQL (the legacy ref-store tables).
+	Source *pgxpool.Pool
+	// By names who asked, for the event.
+	By string
+	// Timeout bounds the barrier (default 5s): acknowledgements, repair,
+	// incremental verify and the flip must all happen within it.
+	Timeout time.Duration
+	// MaxDirtyAge: the dirty-key log counts as drained when no entry is
+	// older than this (default 15s). Under load there are always fresh
+	// entries; the barrier repairs them.
+	MaxDirtyAge time.Duration
+	// DryRun checks the preconditions and prints the steps, changing
+	// nothing.
+	DryRun bool
+	// Out receives one line per step (nil: discarded).
+	Out io.Writer
+	Log *slog.Logger
+	// BeforeFlip, if set, runs under the barrier right before the phase
+	// flips (tests use it to inject faults there).
+	BeforeFlip func(ctx context.Context) error
+}
+
+// Plan is what a switch does: from, to, and the log it drains.
+type plan struct {
+	from, to  string
+	dirtyLog  dirty.Log
+	direction migrate.Direction
+}
+
+func (o *Options) plan() (plan, error) {
+	switch o.Kind {
+	case Cutover:
+		return plan{from: control.DualWrite, to: control.KVPrimary, dirtyLog: dirty.NewPGLog(o.Source), direction: migrate.SQLToKV}, nil
+	case Rollback:
+		return plan{from: control.KVPrimary, to: control.DualWrite, dirtyLog: dirty.NewKVLog(o.KV, nil), direction: migrate.KVToSQL}, nil
+	case Finalize:
+		return plan{from: control.KVPrimary, to: control.KVOnly, dirtyLog: dirty.NewKVLog(o.KV, nil), direction: migrate.KVToSQL}, nil
+	}
+	return plan{}, fmt.Errorf("cutover: unknown switch %q (cutover, rollback or finalize)", o.Kind)
+}
+
+func (o *Options) printf(format string, args ...any) {
+	if o.Out != nil {
+		fmt.Fprintf(o.Out, format+"\n", args...)
+	}
+	if o.Log != nil {
+		o.Log.Info(fmt.Sprintf(format, args...), "switch", o.Kind)
+	}
+}
+
+// Result is the outcome of Run.
+type Result struct {
+	Event    control.Event
+	From, To control.PhaseRecord
+	// Repaired counts dirty keys repaired under the barrier.
+	Repaired int
+	// Held is how long the barrier was up.
+	Held time.Duration
+}
+
+// Run performs one switch: checks, barrier, drain, repair, incremental
+// verify, flip, release. Any failure after the barrier went up releases it
+// and keeps the old phase. Every attempt but a dry run is recorded as an
+// event.
+func Run(ctx context.Context, o Options) (Result, error) {
+	if o.Timeout <= 0 {
+		o.Timeout = 5 * time.Second
+	}
+	if o.MaxDirtyAge <= 0 {
+		o.MaxDirtyAge = 15 * time.Second
+	}
+	if o.Source == nil {
+		return Result{}, fmt.Errorf("%w: %s needs the upstream PostgreSQL (upstream)", ErrPrecondition, o.Kind)
+	}
+	pl, err := o.plan()
+	if err != nil {
+		return Result{}, err
+	}
+	started := o.Control.Now().UTC()
+	res := Result{Event: control.Event{Kind: o.Kind, From: pl.from, To: pl.to, By: o.By, Started: started}}
+	cur, _, err := o.Control.Phase(ctx)
+	if err != nil {
+		return res, fmt.Errorf("read the phase record: %w", err)
+	}
+	res.From = cur
+	checks := Checks(ctx, o, pl, cur)
+	res.Event.Checks = checks
+	var failed []string
+	for _, c := range checks {
+		mark := "ok  "
+		if !c.OK {
+			mark = "FAIL"
+			failed = append(failed, c.Name)
+		}
+		o.printf("check %s %s: %s", mark, c.Name, c.Detail)
+	}
+	if o.DryRun {
+		o.printf("dry run: would put up a barrier (at most %s), wait for every live instance, repair and verify the dirty keys, then switch %s -> %s (epoch %d -> %d)",
+			o.Timeout, pl.from, pl.to, cur.Epoch, cur.Epoch+1)
+		if len(failed) > 0 {
+			return res, fmt.Errorf("%w: %s", ErrPrecondition, strings.Join(failed, ", "))
+		}
+		return res, nil
+	}
+	if len(failed) > 0 {
+		err := fmt.Errorf("%w: %s", ErrPrecondition, strings.Join(failed, ", "))
+		return res, o.record(ctx, &res, cur.Epoch, err)
+	}
+	err = o.barrier(ctx, pl, &res)
+	return res, o.record(ctx, &res, res.To.Epoch, err)
+}
+
+func (o *Options) record(ctx context.Context, res *Result, epoch int64, err error) error {
+	res.Event.Duration = o.Control.Now().Sub(res.Event.Started)
+	res.Event.OK = err == nil
+	res.Event.Epoch = epoch
+	if err != nil {
+		res.Event.Error = err.Error()
+	}
+	// The event must be written even if ctx was cancelled (Ctrl-C).
+	ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	ev, eerr := o.Control.AddEvent(ectx, res.Event)
+	if eerr == nil {
+		res.Event = ev
+	} else if o.Log != nil {
+		o.Log.Warn("could not record the switch event", "err", eerr)
+	}
+	return err
+}
+
+// Checks evaluates the preconditions of a switch.
+func Checks(ctx context.Context, o Options, pl plan, cur control.PhaseRecord) []control.Check {
+	var out []control.Check
+	add := func(name string, err error, ok string) {
+		c := control.Check{Name: name, OK: err == nil, Detail: ok}
+		if err != nil {
+			c.Detail = err.Error()
+		}
+		out = append(out, c)
+	}
+	now := o.Control.Now()
+	switch {
+	case cur.Phase != pl.from:
+		add(CheckPhase, fmt.Errorf("the phase is %s; %s starts from %s", cur.Phase, o.Kind, pl.from), "")
+	case cur.Barrier != nil && !cur.Barrier.Abandoned(now):
+		add(CheckPhase, fmt.Errorf("a switch to %s is in progress (barrier %s, since %s)", cur.Barrier.Target, cur.Barrier.ID, cur.Barrier.Started.Format(time.RFC3339)), "")
+	default:
+		add(CheckPhase, nil, fmt.Sprintf("%s (epoch %d)", cur.Phase, cur.Epoch))
+	}
+	if o.Kind == Cutover {
+		st, err := migrate.BackfillStatus(ctx, o.KV)
+		switch {
+		case err != nil:
+			add(CheckBackfill, fmt.Errorf("no backfill record (%v): run kvproxy backfill", err), "")
+		case !st.Complete():
+			add(CheckBackfill, fmt.Errorf("the backfill started %s has not finished: run kvproxy backfill to resume it", st.Started.Format(time.RFC3339)), "")
+		default:
+			add(CheckBackfill, nil, fmt.Sprintf("finished %s", st.Finished.Format(time.RFC3339)))
+		}
+		rep, verr := migrate.LastVerify(ctx, o.KV)
+		switch {
+		case verr != nil:
+			add(CheckVerify, fmt.Errorf("no full verify recorded (%v): run kvproxy verify", verr), "")
+		case rep.Incremental:
+			add(CheckVerify, errors.New("the last verify was incremental: run a full kvproxy verify"), "")
+		case !rep.Clean():
+			add(CheckVerify, fmt.Errorf("the last verify found %d differences: run kvproxy verify --repair, then kvproxy verify", rep.Differences()), "")
+		case err == nil && st.Complete() && rep.Started.Before(*st.Finished):
+			add(CheckVerify, errors.New("the last verify started before the backfill finished: run kvproxy verify"), "")
+		default:
+			add(CheckVerify, nil, fmt.Sprintf("clean, started %s", rep.Started.Format(time.RFC3339)))
+		}
+	}
+	old, total, err := dirtyBacklog(ctx, pl.dirtyLog, now.Add(-o.MaxDirtyAge))
+	switch {
+	case err != nil:
+		add(CheckDirty, fmt.Errorf("cannot read the dirty-key log: %v", err), "")
+	case old > 0:
+		add(CheckDirty, fmt.Errorf("%d entries older than %s (of %d): the repairer is behind or failing; see kvproxy_dirty_keys and the proxies' logs", old, o.MaxDirtyAge, total), "")
+	default:
+		add(CheckDirty, nil, fmt.Sprintf("%d recent entries, repaired under the barrier", total))
+	}
+	ins, err := o.Control.Instances(ctx)
+	if err != nil {
+		add(CheckInstances, fmt.Errorf("cannot list instances: %v", err), "")
+	} else {
+		var live, behind []string
+		for _, in := range ins {
+			if !in.Live(now) {
+				continue
+			}
+			live = append(live, in.ID)
+			if in.EpochSeen != cur.Epoch {
+				behind = append(behind, fmt.Sprintf("%s (epoch %d)", in.ID, in.EpochSeen))
+			}
+		}
+		if len(behind) > 0 {
+			add(CheckInstances, fmt.Errorf("behind epoch %d: %s", cur.Epoch, strings.Join(behind, ", ")), "")
+		} else {
+			add(CheckInstances, nil, fmt.Sprintf("%d live", len(live)))
+		}
+	}
+	return out
+}
+
+func dirtyBacklog(ctx context.Context, l dirty.Log, olderThan time.Time) (old, total int64, err error) {
+	total, err = l.Count(ctx)
+	if err != nil || total == 0 {
+		return 0, total, err
+	}
+	es, err := l.List(ctx, olderThan, 1)
+	if err != nil {
+		return 0, total, err
+	}
+	if len(es) == 0 {
+		return 0, total, nil
+	}
+	all, err := l.List(ctx, olderThan, 100000)
+	return int64(len(all)), total, err
+}
+
+// barrier runs the switch proper.
+func (o *Options) barrier(ctx context.Context, pl plan, res *Result) error {
+	cur, pred, err := o.Control.Phase(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: read the phase record: %v", ErrAborted, err)
+	}
+	if cur.Phase != pl.from {
+		return fmt.Errorf("%w: the phase moved to %s", ErrAborted, cur.Phase)
+	}
+	start := o.Control.Now().UTC()
+	b := &control.Barrier{ID: xid.New().String(), Target: pl.to, Started: start, By: o.By, Deadline: start.Add(o.Timeout)}
+	up := cur
+	up.Barrier = b
+	if err := o.Control.Update(ctx, pred, up); err != nil {
+		return fmt.Errorf("%w: put up the barrier: %v", ErrAborted, err)
+	}
+	o.printf("barrier %s up: ref-store writes held (at most %s)", b.ID, o.Timeout)
+	// From here on every way out releases the barrier unless the flip
+	// happened, and the whole switch is bounded by the deadline.
+	bctx, cancel := context.WithDeadline(ctx, b.Deadline)
+	defer cancel()
+	flipped := false
+	defer func() {
+		res.Held = o.Control.Now().Sub(start)
+		if !flipped {
+			o.release(context.WithoutCancel(ctx), b.ID)
+		}
+	}()
+	if err := o.awaitAcks(bctx, b.ID, cur.Epoch); err != nil {
+		return fmt.Errorf("%w: %v", ErrAborted, err)
+	}
+	o.printf("every live instance drained and acknowledged")
+	keys, n, err := repairAll(bctx, o, pl)
+	res.Repaired = n
+	if err != nil {
+		return fmt.Errorf("%w: repair dirty keys: %v", ErrAborted, err)
+	}
+	o.printf("repaired %d dirty keys", n)
+	if len(keys) > 0 {
+		v, err := migrate.NewVerifier(migrate.VerifyOptions{Source: o.Source, KV: o.KV, Incremental: true,
+			Dirty: staticKeys(keys), Direction: pl.direction, Log: o.Log})
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrAborted, err)
+		}
+		rep, err := v.Run(bctx)
+		if err != nil {
+			return fmt.Errorf("%w: incremental verify: %v", ErrAborted, err)
+		}
+		if !rep.Clean() {
+			return fmt.Errorf("%w: incremental verify found %d differences", ErrAborted, rep.Differences())
+		}
+		o.printf("incremental verify of %d keys clean", len(keys))
+	}
+	if o.BeforeFlip != nil {
+		if err := o.BeforeFlip(bctx); err != nil {
+			return fmt.Errorf("%w: %v", ErrAborted, err)
+		}
+	}
+	now, pred, err := o.Control.Phase(bctx)
+	if err != nil {
+		return fmt.Errorf("%w: re-read the phase record: %v", ErrAborted, err)
+	}
+	if now.BarrierID() != b.ID || now.Phase != pl.from {
+		return fmt.Errorf("%w: the phase record changed under the barrier (%s)", ErrAborted, now)
+	}
+	if o.Control.Now().After(b.Deadline) {
+		// Instances stop honouring the barrier shortly after its
+		// deadline; flipping now could let a write through under the old
+		// phase.
+		return fmt.Errorf("%w: the barrier's %s ran out", ErrAborted, o.Timeout)
+	}
+	next := control.PhaseRecord{Phase: pl.to, Epoch: now.Epoch + 1, Changed: o.Control.Now().UTC(), By: o.By}
+	if err := o.Control.Update(bctx, pred, next); err != nil {
+		return fmt.Errorf("%w: flip the phase: %v", ErrAborted, err)
+	}
+	flipped = true
+	res.To = next
+	o.printf("phase %s -> %s (epoch %d), barrier released after %s", pl.from, pl.to, next.Epoch, o.Control.Now().Sub(start).Round(time.Millisecond))
+	return nil
+}
+
+// awaitAcks waits until every live instance acknowledged barrier id. An
+// instance whose lease runs out meanwhile no longer counts: it refuses
+// writes on its own.
+func (o *Options) awaitAcks(ctx context.Context, id string, epoch int64) error {
+	t := time.NewTicker(25 * time.Millisecond)
+	defer t.Stop()
+	var waiting []string
+	for {
+		ins, err := o.Control.Instances(ctx)
+		if err == nil {
+			now := o.Control.Now()
+			waiting = waiting[:0]
+			for _, in := range ins {
+				if in.Live(now) && in.BarrierAck != id {
+					waiting = append(waiting, in.ID)
+				}
+			}
+			if len(waiting) == 0 {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			slices.Sort(waiting)
+			if len(waiting) > 0 {
+				return fmt.Errorf("instances did not drain and acknowledge in time: %s", strings.Join(waiting, ", "))
+			}
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// release takes the barrier down, keeping the phase and epoch.
+func (o *Options) release(ctx context.Context, id string) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for ctx.Err() == nil {
+		cur, pred, err := o.Control.Phase(ctx)
+		if err == nil && cur.BarrierID() != id {
+			return
+		}
+		if err == nil {
+			cur.Barrier = nil
+			if err = o.Control.Update(ctx, pred, cur); err == nil {
+				o.printf("barrier %s released; phase stays %s (epoch %d)", id, cur.Phase, cur.Epoch)
+				return
+			}
+		}
+		if o.Log != nil {
+			o.Log.Warn("release barrier", "err", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The instances let writes go on by themselves after the deadline.
+	o.printf("barrier %s could not be released; instances ignore it after its deadline", id)
+}
+
+// repairAll syncs every entry of the log from the authoritative store and
+// clears it, returning the keys it repaired.
+func repairAll(ctx context.Context, o *Options, pl plan) ([]migrate.Key, int, error) {
+	syncer, err := migrate.NewSyncer(migrate.VerifyOptions{Source: o.Source, KV: o.KV, Direction: pl.direction, Log: o.Log})
+	if err != nil {
+		return nil, 0, err
+	}
+	var keys []migrate.Key
+	seen := map[string]bool{}
+	rep := &dirty.Repairer{Log: pl.dirtyLog, Syncer: syncer, MinAge: time.Nanosecond, Batch: 1000, Workers: 8, Logger: o.Log}
+	total := 0
+	for {
+		es, err := pl.dirtyLog.List(ctx, time.Now().Add(time.Second), 1000)
+		if err != nil {
+			return keys, total, err
+		}
+		if len(es) == 0 {
+			return keys, total, nil
+		}
+		for _, e := range es {
+			if id := e.Key.String(); !seen[id] {
+				seen[id] = true
+				keys = append(keys, migrate.Key(e.Key))
+			}
+		}
+		n, err := rep.RunOnce(ctx)
+		total += n
+		if err != nil {
+			return keys, total, err
+		}
+		if n == 0 {
+			return keys, total, errors.New("dirty-key entries are left that could not be cleared")
+		}
+	}
+}
+
+type staticKeys []migrate.Key
+
+func (s staticKeys) List(context.Context) ([]migrate.Key, error) { return s, nil }
