@@ -231,27 +231,43 @@ func Checks(ctx context.Context, o Options, pl plan, cur control.PhaseRecord) []
 	default:
 		add(CheckDirty, nil, fmt.Sprintf("%d recent entries, repaired under the barrier", total))
 	}
-	ins, err := o.Control.Instances(ctx)
-	if err != nil {
-		add(CheckInstances, fmt.Errorf("cannot list instances: %v", err), "")
-	} else {
-		var live, behind []string
-		for _, in := range ins {
-			if !in.Live(now) {
-				continue
-			}
-			live = append(live, in.ID)
-			if in.EpochSeen != cur.Epoch {
-				behind = append(behind, fmt.Sprintf("%s (epoch %d)", in.ID, in.EpochSeen))
-			}
+	// Instances catch up within a poll interval of a switch; give them
+	// the switch's timeout before calling one behind.
+	deadline := time.Now().Add(o.Timeout)
+	for {
+		live, behind, err := instancesBehind(ctx, o.Control, cur.Epoch)
+		if err == nil && len(behind) > 0 && time.Now().Before(deadline) && ctx.Err() == nil {
+			time.Sleep(50 * time.Millisecond)
+			continue
 		}
-		if len(behind) > 0 {
+		switch {
+		case err != nil:
+			add(CheckInstances, fmt.Errorf("cannot list instances: %v", err), "")
+		case len(behind) > 0:
 			add(CheckInstances, fmt.Errorf("behind epoch %d: %s", cur.Epoch, strings.Join(behind, ", ")), "")
-		} else {
-			add(CheckInstances, nil, fmt.Sprintf("%d live", len(live)))
+		default:
+			add(CheckInstances, nil, fmt.Sprintf("%d live", live))
+		}
+		return out
+	}
+}
+
+func instancesBehind(ctx context.Context, ctl *control.Store, epoch int64) (live int, behind []string, err error) {
+	ins, err := ctl.Instances(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	now := ctl.Now()
+	for _, in := range ins {
+		if !in.Live(now) {
+			continue
+		}
+		live++
+		if in.EpochSeen != epoch {
+			behind = append(behind, fmt.Sprintf("%s (epoch %d)", in.ID, in.EpochSeen))
 		}
 	}
-	return out
+	return live, behind, nil
 }
 
 func dirtyBacklog(ctx context.Context, l dirty.Log, olderThan time.Time) (old, total int64, err error) {
