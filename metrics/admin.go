@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,6 +44,7 @@ type Admin struct {
 	mu      sync.Mutex
 	status  *Collector
 	actions map[string]ActionFunc
+	routes  map[string]bool // patterns added by HandleActionHTTP
 }
 
 // NewAdmin builds the admin server over reg. /readyz runs checks in order
@@ -59,6 +61,38 @@ func NewAdmin(reg *prometheus.Registry, log *slog.Logger, checks ...ReadinessChe
 	a.srv = &http.Server{Handler: a.mux, ReadHeaderTimeout: 10 * time.Second}
 	return a
 }
+
+// HandleActionHTTP routes method /api/v1/{name} to h behind the token rules
+// of SetToken (a GET is a read, anything else needs the token), for actions
+// that need more than an ActionFunc: query parameters, answers other than
+// 200 (202 for a job started in the background, 412 for a failed
+// precondition), or a DELETE that stops a job. The route takes precedence
+// over a HandleAction of the same name. Each method and name can be routed
+// once; a second registration is an error.
+func (a *Admin) HandleActionHTTP(method, name string, h http.HandlerFunc) error {
+	if method == "" || name == "" || strings.ContainsAny(method+name, " /{}") {
+		return fmt.Errorf("admin API route %q %q: want a method and a plain action name", method, name)
+	}
+	pattern := method + " /api/v1/" + name
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.routes[pattern] {
+		return fmt.Errorf("admin API route %s is already registered", pattern)
+	}
+	if a.routes == nil {
+		a.routes = map[string]bool{}
+	}
+	a.routes[pattern] = true
+	a.mux.HandleFunc(pattern, a.authorized(h))
+	return nil
+}
+
+// WriteJSON answers with v as indented JSON, as every admin API endpoint
+// does.
+func WriteJSON(w http.ResponseWriter, code int, v any) { writeJSON(w, code, v) }
+
+// WriteError answers {"error": msg}, as every admin API endpoint does.
+func WriteError(w http.ResponseWriter, code int, msg string) { writeError(w, code, msg) }
 
 // Handle adds a route, for components that expose their own endpoints.
 func (a *Admin) Handle(pattern string, h http.Handler) { a.mux.Handle(pattern, h) }
