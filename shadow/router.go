@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/kvproxy/kvproxy/kv/kvlock"
 	"github.com/kvproxy/kvproxy/metrics"
@@ -45,6 +46,9 @@ type RouterOptions struct {
 	// the log for the repairer. Both are required for kv-primary.
 	KVLog  *dirty.KVLog
 	Mirror dirty.Syncer
+	// ShadowPool is the proxy's own pool to the upstream: kv-primary's
+	// shadow reads and the confirmation of differences run on it.
+	ShadowPool *pgxpool.Pool
 	// BeforeMirror, if set, runs after the upstream commit and before the
 	// KV mirror of a dual write. Tests use it to crash the proxy there.
 	BeforeMirror func(ctx context.Context)
@@ -61,8 +65,9 @@ type RouterOptions struct {
 type Router struct {
 	opt RouterOptions
 
-	logMu  sync.Mutex
-	logged map[string]time.Time // last mismatch log line per shape
+	logMu      sync.Mutex
+	logged     map[string]time.Time // last mismatch log line per shape
+	confirmSem chan struct{}        // bounds background shadow-read confirmations
 }
 
 // NewRouter returns a Router.
@@ -79,7 +84,7 @@ func NewRouter(opt RouterOptions) *Router {
 	if opt.Log == nil {
 		opt.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Router{opt: opt, logged: map[string]time.Time{}}
+	return &Router{opt: opt, logged: map[string]time.Time{}, confirmSem: make(chan struct{}, 8)}
 }
 
 var (
@@ -502,6 +507,9 @@ func (r *Router) statement(ctx context.Context, st *session, p *translate.Plan, 
 		if !st.inTx {
 			defer r.opt.Gate.EndWrite(st)
 		}
+	}
+	if !write && st.phase == control.KVPrimary {
+		defer r.shadowReadPrimary(st, p, params)
 	}
 	if st.inTx {
 		res, err := translate.Exec(ctx, r.opt.RefStore, st.tx, p, args)

@@ -10,19 +10,30 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgproto3"
+
 	"github.com/kvproxy/kvproxy/translate"
 	"github.com/kvproxy/kvproxy/wire"
 )
 
-// Shadow reads (dual-write). A sampled ref-store read is answered by
+// Shadow reads. In dual-write a sampled ref-store read is answered by
 // PostgreSQL as usual; before the answer is released, the same statement
 // runs on KV (bounded by ShadowReadTimeout) and the two results are compared
 // on canonical values: NULLs, text, bytes, timestamps at microseconds,
 // metadata as a map (JSON null and {} alike), arrays element by element,
-// and B6's rows as a set (SQL does not order its ties). The client always
-// gets PostgreSQL's answer. A read racing a concurrent write can differ
-// legitimately; mismatches are a signal to investigate, and verify is the
-// proof.
+// and B6's rows as a set (SQL does not order its ties). In kv-primary the
+// roles swap: the client gets KV's answer at once and the comparison with
+// PostgreSQL runs in the background. The client always gets the
+// authoritative answer.
+//
+// A read racing a concurrent write (another client's, between its commit
+// on one store and its mirror on the other) differs legitimately. So a
+// difference is confirmed in the background before it counts: both stores
+// are read again, fresh, a few times, and only a difference that persists
+// is a mismatch. Anything systematic persists; races do not.
+
+// confirmAttempts is how often a difference is re-read before it counts.
+const confirmAttempts = 3
 
 func (r *Router) shadowRead(p *translate.Plan) wire.InspectFunc {
 	return func(ctx context.Context, sess *wire.Session, res *wire.Inspected) error {
@@ -40,17 +51,127 @@ func (r *Router) shadowRead(p *translate.Plan) wire.InspectFunc {
 			r.opt.Log.Debug("shadow read abandoned", "shape", p.Shape.String(), "err", err)
 			return nil
 		}
-		if m := r.opt.Metrics; m != nil {
-			m.ShadowReads.WithLabelValues(p.Shape.String()).Inc()
-			if diff != "" {
-				m.ShadowMismatches.WithLabelValues(p.Shape.String()).Inc()
-			}
+		if diff == "" || r.opt.ShadowPool == nil {
+			r.countShadow(p, diff)
+			return nil
 		}
-		if diff != "" && r.sampleLog(p.Shape.String()) {
-			r.opt.Log.Warn("shadow read mismatch", "shape", p.Shape.String(), "diff", diff, "sql", short(p.SQL))
-		}
+		r.confirmLater(st, p, res.Params, diff)
 		return nil
 	}
+}
+
+// shadowReadPrimary samples a read answered from KV in kv-primary and
+// compares it with PostgreSQL in the background.
+func (r *Router) shadowReadPrimary(st *session, p *translate.Plan, params wire.Params) {
+	if r.opt.ShadowPool == nil || r.opt.ShadowReadFraction <= 0 || rand.Float64() >= r.opt.ShadowReadFraction {
+		return
+	}
+	r.confirmLater(st, p, params, "")
+}
+
+// confirmLater re-reads both stores in the background until they agree or
+// confirmAttempts ran out, and counts the read (and the mismatch, if it
+// persisted). first is the difference already seen ("" if none yet). At
+// most a few confirmations run at once; the rest are dropped uncounted.
+func (r *Router) confirmLater(st *session, p *translate.Plan, params wire.Params, first string) {
+	select {
+	case r.confirmSem <- struct{}{}:
+	default:
+		return
+	}
+	params = copyParams(params) // the originals live in the session's read buffer
+	tsess := st.tsess
+	go func() {
+		defer func() { <-r.confirmSem }()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		diff, err := r.confirm(ctx, &session{tsess: tsess}, p, params, first != "")
+		if err != nil {
+			r.opt.Log.Debug("shadow read abandoned", "shape", p.Shape.String(), "err", err)
+			return
+		}
+		if diff == "" && first != "" {
+			r.opt.Log.Debug("shadow read difference was a race; gone on re-read", "shape", p.Shape.String(), "diff", first)
+		}
+		r.countShadow(p, diff)
+	}()
+}
+
+func (r *Router) confirm(ctx context.Context, st *session, p *translate.Plan, params wire.Params, retry bool) (string, error) {
+	var diff string
+	for attempt := 0; attempt < confirmAttempts; attempt++ {
+		if attempt > 0 || retry {
+			select {
+			case <-ctx.Done():
+				return "", ctx.Err()
+			case <-time.After(time.Duration(attempt+1) * 20 * time.Millisecond):
+			}
+		}
+		res, err := r.sqlRead(ctx, p, params)
+		if err != nil {
+			return "", err
+		}
+		if diff, err = r.compareRead(ctx, st, p, res); err != nil || diff == "" {
+			return diff, err
+		}
+	}
+	return diff, nil
+}
+
+func (r *Router) countShadow(p *translate.Plan, diff string) {
+	if m := r.opt.Metrics; m != nil {
+		m.ShadowReads.WithLabelValues(p.Shape.String()).Inc()
+		if diff != "" {
+			m.ShadowMismatches.WithLabelValues(p.Shape.String()).Inc()
+		}
+	}
+	if diff != "" && r.sampleLog(p.Shape.String()) {
+		r.opt.Log.Warn("shadow read mismatch", "shape", p.Shape.String(), "diff", diff, "sql", short(p.SQL))
+	}
+}
+
+// sqlRead runs p on PostgreSQL through the proxy's own pool, with the
+// client's parameters as the client sent them, results in text.
+func (r *Router) sqlRead(ctx context.Context, p *translate.Plan, params wire.Params) (*wire.Inspected, error) {
+	conn, err := r.opt.ShadowPool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Release()
+	rr := conn.Conn().PgConn().ExecParams(ctx, p.SQL, params.Values, params.OIDs, params.Formats, nil)
+	res := &wire.Inspected{SQL: p.SQL, Params: params}
+	for rr.NextRow() {
+		vals := rr.Values()
+		row := make([][]byte, len(vals))
+		for i, v := range vals {
+			if v != nil {
+				row[i] = append([]byte{}, v...)
+			}
+		}
+		res.Rows = append(res.Rows, row)
+	}
+	for _, f := range rr.FieldDescriptions() {
+		res.Fields = append(res.Fields, pgproto3.FieldDescription{Name: []byte(f.Name), TableOID: f.TableOID,
+			TableAttributeNumber: f.TableAttributeNumber, DataTypeOID: f.DataTypeOID, DataTypeSize: f.DataTypeSize,
+			TypeModifier: f.TypeModifier, Format: f.Format})
+	}
+	if _, err := rr.Close(); err != nil {
+		return nil, err
+	}
+	if len(res.Fields) != len(p.Fields) {
+		return nil, fmt.Errorf("PostgreSQL returned %d columns, the statement has %d", len(res.Fields), len(p.Fields))
+	}
+	return res, nil
+}
+
+func copyParams(p wire.Params) wire.Params {
+	out := wire.Params{Formats: slices.Clone(p.Formats), OIDs: slices.Clone(p.OIDs), Values: make([][]byte, len(p.Values))}
+	for i, v := range p.Values {
+		if v != nil {
+			out.Values[i] = append([]byte{}, v...)
+		}
+	}
+	return out
 }
 
 // sampleLog allows one mismatch log line per shape per minute.

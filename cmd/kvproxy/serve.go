@@ -294,7 +294,7 @@ no upstream (phase kv-only).`,
 				Log:                log,
 			}
 			if rp != nil {
-				ropt.KVLog, ropt.Mirror = rp.kvLog, rp.mirror
+				ropt.KVLog, ropt.Mirror, ropt.ShadowPool = rp.kvLog, rp.mirror, rp.pool
 			}
 			router := shadow.NewRouter(ropt)
 			srv, err := wire.NewServer(wire.Config{

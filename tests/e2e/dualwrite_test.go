@@ -55,12 +55,12 @@ func TestDualWriteMirrorsEveryWrite(t *testing.T) {
 				reads += metricValue(t, p, "kvproxy_shadow_reads_total{shape=")
 				mismatches += metricValue(t, p, "kvproxy_shadow_mismatches_total{shape=")
 			}
-			// Clients also list each other's branches in the shared repository:
-			// a read that lands between another client's upstream commit and
-			// its mirror differs legitimately. Such races are rare; anything
-			// systematic would show in most of the ~1,400 comparisons.
-			if reads == 0 || mismatches*100 > reads {
-				t.Fatalf("%d shadow reads, %d mismatches; want some reads and at most 1%% racing ones", reads, mismatches)
+			// Clients also list each other's branches in the shared
+			// repository, so some reads race another client's write between
+			// its upstream commit and its mirror; the proxy re-reads such
+			// differences before counting them, and none may persist.
+			if reads == 0 || mismatches != 0 {
+				t.Fatalf("%d shadow reads, %d mismatches; want some reads and no mismatch\n%s", reads, mismatches, tail(proxies[0].Logs(), 30))
 			}
 			pool, err := pgxpool.New(ctx, upstream)
 			if err != nil {
