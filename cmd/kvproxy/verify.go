@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kvproxy/kvproxy/shadow/control"
 	"github.com/kvproxy/kvproxy/shadow/dirty"
 	"github.com/kvproxy/kvproxy/shadow/migrate"
 )
@@ -60,8 +61,13 @@ repair, if any difference could not be repaired).`,
 			}
 			if incremental {
 				// In dual-write the log is the outbox in the upstream
-				// database, written in the client's own transaction.
-				o.Dirty = migrate.FromDirtyLog(dirty.NewPGLog(e.pool), 0)
+				// database, written in the client's own transaction; in
+				// kv-primary it is the KV-side log.
+				var l dirty.Log = dirty.NewPGLog(e.pool)
+				if rec, _, err := control.NewStore(e.store, nil).Phase(e.ctx); err == nil && rec.Phase == control.KVPrimary {
+					l = dirty.NewKVLog(e.store, nil)
+				}
+				o.Dirty = migrate.FromDirtyLog(l, 0)
 			}
 			v, err := migrate.NewVerifier(o)
 			if err != nil {
