@@ -120,4 +120,3 @@ func (m *migration) phase() control.PhaseRecord {
 	}
 	return rec
 }
-
