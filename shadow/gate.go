@@ -40,12 +40,16 @@ type Gate struct {
 	DrainTimeout time.Duration
 	// OnWait observes how long a write or lock waited at a barrier.
 	OnWait func(time.Duration)
+	// OnBarrierEnd observes how long a barrier was up, as this instance
+	// saw it.
+	OnBarrierEnd func(time.Duration)
 
 	view atomic.Pointer[phaseView]
 
 	mu       sync.Mutex
 	changed  chan struct{} // closed and replaced on every state change
 	barrier  *control.Barrier
+	seen     time.Time // when this instance saw the barrier go up
 	stage    int // 0 none, 1 locks held back, 2 writes held back too, 3 acknowledged
 	lockers  int
 	writers  map[*session]struct{}
@@ -85,7 +89,7 @@ func (g *Gate) Update(rec control.PhaseRecord) {
 		g.clearBarrierLocked()
 	case g.barrier == nil || g.barrier.ID != rec.Barrier.ID:
 		b := *rec.Barrier
-		g.barrier, g.stage = &b, 1
+		g.barrier, g.stage, g.seen = &b, 1, time.Now()
 		if !b.Deadline.IsZero() {
 			// An abandoned barrier (its driver died) lets writes go on.
 			time.AfterFunc(time.Until(b.Deadline.Add(control.BarrierGrace)), func() {
@@ -104,6 +108,9 @@ func (g *Gate) Update(rec control.PhaseRecord) {
 func (g *Gate) clearBarrierLocked() {
 	if g.barrier == nil {
 		return
+	}
+	if g.OnBarrierEnd != nil {
+		g.OnBarrierEnd(time.Since(g.seen))
 	}
 	g.barrier, g.stage = nil, 0
 	if g.drainTmr != nil {

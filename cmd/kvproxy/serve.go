@@ -253,7 +253,7 @@ no upstream (phase kv-only).`,
 			gate := shadow.NewGate(rec)
 			gate.Ack = follower.SetBarrierAck
 			gate.Fresh = func() bool { _, fresh := follower.View(); return fresh }
-			gate.OnWait = func(d time.Duration) { m.BarrierSeconds.Observe(d.Seconds()) }
+			gate.OnBarrierEnd = func(d time.Duration) { m.BarrierSeconds.Observe(d.Seconds()) }
 			follower.OnChange(func(r control.PhaseRecord) {
 				gate.Update(r)
 				m.SetPhase(r.Phase, r.Epoch, control.Phases)
