@@ -14,7 +14,8 @@ func BenchmarkSelect(b *testing.B) {
 		name   string
 		router Router
 		direct bool
-	}{{"direct", nil, true}, {"relay", nil, false}, {"routed", forwardAll{}, false}, {"local", &testRouter{}, false}}
+	}{{"direct", nil, true}, {"relay", nil, false}, {"relay-rerouter", benchPassRouter{}, false},
+		{"routed", forwardAll{}, false}, {"local", &testRouter{}, false}}
 	for _, tg := range targets {
 		b.Run(tg.name, func(b *testing.B) {
 			dsn := up
@@ -38,3 +39,10 @@ func BenchmarkSelect(b *testing.B) {
 		})
 	}
 }
+
+// benchPassRouter keeps sessions on the relay and never re-routes: the
+// cost of watching for a phase switch on the fast path.
+type benchPassRouter struct{ forwardAll }
+
+func (benchPassRouter) Passthrough(*Session) bool { return true }
+func (benchPassRouter) Reroute(*Session) bool     { return false }

@@ -58,6 +58,12 @@ func readBody(r *bufio.Reader, buf []byte, n int) ([]byte, error) {
 // relayMessage copies one message whose header was read from r to w,
 // without copying through an intermediate buffer when it fits in r's.
 func relayMessage(w *bufio.Writer, r *bufio.Reader, typ byte, n int) error {
+	return relayMessageRetry(w, r, typ, n, nil)
+}
+
+// relayMessageRetry is relayMessage that goes on reading after a read
+// error for which retry returns true.
+func relayMessageRetry(w *bufio.Writer, r *bufio.Reader, typ byte, n int, retry func(error) bool) error {
 	var hdr [5]byte
 	hdr[0] = typ
 	binary.BigEndian.PutUint32(hdr[1:], uint32(n+4))
@@ -68,6 +74,9 @@ func relayMessage(w *bufio.Writer, r *bufio.Reader, typ byte, n int) error {
 		chunk := n
 		if b := r.Buffered(); b == 0 {
 			if _, err := r.Peek(1); err != nil {
+				if retry != nil && retry(err) {
+					continue
+				}
 				if err == io.EOF {
 					err = io.ErrUnexpectedEOF
 				}

@@ -12,7 +12,8 @@ import (
 // Router decides, once per distinct statement text and session, what happens
 // to a statement. It is called from the session's goroutine; the decision is
 // cached per session by text, so it must depend only on the text and on
-// session state that does not change the answer for the same text.
+// session state that does not change the answer for the same text, unless
+// the Router also implements Rerouter to say when cached decisions expire.
 type Router interface {
 	Route(ctx context.Context, sess *Session, sql string) (Handler, error)
 }
@@ -36,6 +37,20 @@ type SessionOpener interface {
 // Router is never consulted for it.
 type Passthrough interface {
 	Passthrough(sess *Session) bool
+}
+
+// Rerouter is an optional Router method that lets the layer above change its
+// mind (a phase switch) while sessions stay connected. The session calls it
+// at idle points (no transaction open: TxStatus()=='I', no pipeline pending)
+// before handling the next client message; when it returns true the session
+// drops its cached routing decisions and routes every prepared statement
+// again (and a relaying session leaves the relay for the routed path). It is
+// called on every such idle-point message, so it should be cheap (an atomic
+// compare of a session's epoch against the current one). A relaying session
+// on the Linux event loop calls it from the loop's thread while the
+// session's goroutine waits, so it must not block.
+type Rerouter interface {
+	Reroute(sess *Session) bool
 }
 
 // Handler is the Router's decision for one statement: Forward(),

@@ -49,6 +49,7 @@ type loopSess struct {
 	cfd, ufd int
 	c2u, u2c loopDir
 	result   chan loopResult
+	reroute  bool
 }
 
 // loopResult is what the goroutine needs to resume the relay.
@@ -56,7 +57,10 @@ type loopResult struct {
 	toUp, toClient     []byte // parsed but not yet written
 	fromClient, fromUp []byte // read but not yet parsed
 	needClient, needUp int    // rest of a frame in progress, per source
-	err                error
+	// reroute: the Rerouter asked for re-routing at an idle point; the
+	// client's next message is the first of fromClient.
+	reroute bool
+	err     error
 }
 
 const loopBufSize = 64 << 10
@@ -292,7 +296,7 @@ func (ls *loopSess) snapshot(err error) loopResult {
 	return loopResult{
 		toUp: cp(ls.c2u.buf[ls.c2u.head:ls.c2u.parsed]), fromClient: cp(ls.c2u.buf[ls.c2u.parsed:ls.c2u.end]), needClient: ls.c2u.need,
 		toClient: cp(ls.u2c.buf[ls.u2c.head:ls.u2c.parsed]), fromUp: cp(ls.u2c.buf[ls.u2c.parsed:ls.u2c.end]), needUp: ls.u2c.need,
-		err: err,
+		reroute: ls.reroute, err: err,
 	}
 }
 
@@ -382,6 +386,26 @@ func (l *eventLoop) pump(ls *loopSess, d *loopDir, dst int, fromClient bool) {
 			break
 		}
 		body := int(ln) - 4
+		if fromClient && s.track != nil && typ != 'X' {
+			if s.relayIdle() && s.rr.Reroute(s) {
+				// Leave before this message; the goroutine takes over.
+				ls.reroute = true
+				eject = true
+				break
+			}
+			if (typ == 'P' || typ == 'C' || typ == 'Q') && d.end-d.parsed < 5+body {
+				// Followed bodies are read whole; one bigger than the
+				// buffer goes to the goroutine relay (a Query is followed
+				// only for DEALLOCATE, never that big).
+				if 5+body <= len(d.buf) {
+					break
+				}
+				if typ != 'Q' {
+					eject = true
+					break
+				}
+			}
+		}
 		if fromClient {
 			switch typ {
 			case 'Q':
@@ -398,9 +422,19 @@ func (l *eventLoop) pump(ls *loopSess, d *loopDir, dst int, fromClient bool) {
 				s.outstanding.Add(-1)
 				break
 			}
+			if s.track != nil {
+				var b []byte
+				if d.end-d.parsed >= 5+body {
+					b = d.buf[d.parsed+5 : d.parsed+5+body]
+				}
+				s.relayNote(typ, b)
+			}
 		} else if typ == 'Z' && body == 1 {
 			if d.end-d.parsed < 6 {
 				break
+			}
+			if s.track != nil {
+				s.track.upstream(typ)
 			}
 			st := d.buf[d.parsed+5]
 			s.upTx.Store(uint32(st))
@@ -415,6 +449,8 @@ func (l *eventLoop) pump(ls *loopSess, d *loopDir, dst int, fromClient bool) {
 				eject = true
 				break
 			}
+		} else if (typ == '1' || typ == '3' || typ == 'E') && s.track != nil {
+			s.track.upstream(typ)
 		}
 		d.parsed += 5
 		d.need = body

@@ -13,6 +13,7 @@ type loopResult struct {
 	toUp, toClient     []byte
 	fromClient, fromUp []byte
 	needClient, needUp int
+	reroute            bool
 	err                error
 }
 

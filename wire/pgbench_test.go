@@ -72,3 +72,41 @@ func TestPgbench(t *testing.T) {
 		})
 	}
 }
+
+var tpsRE = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
+
+// BenchmarkPgbenchRelay reports pgbench's select-only throughput (prepared
+// protocol) through the relay, with and without a Router that watches for
+// phase switches (Reroute) on every idle point.
+func BenchmarkPgbenchRelay(b *testing.B) {
+	bin := filepath.Join(testenv.PostgresBinDir(b), "pgbench")
+	up := testenv.PostgresDB(b)
+	if out, err := exec.Command(bin, "-i", "-s", "1", "-q", up).CombinedOutput(); err != nil {
+		b.Fatalf("pgbench -i: %v\n%s", err, out)
+	}
+	for _, tg := range []struct {
+		name   string
+		router Router
+	}{{"direct", nil}, {"relay", nil}, {"relay-rerouter", benchPassRouter{}}} {
+		b.Run(tg.name, func(b *testing.B) {
+			dsn := up
+			if tg.name != "direct" {
+				dsn = startProxy(b, Config{UpstreamDSN: up}, tg.router).dsn("", "")
+			}
+			var tps float64
+			for i := 0; i < b.N; i++ {
+				out, err := exec.Command(bin, "-n", "-S", "-M", "prepared", "-c", "4", "-j", "2", "-T", "5", dsn).CombinedOutput()
+				if err != nil {
+					b.Fatalf("pgbench: %v\n%s", err, out)
+				}
+				m := tpsRE.FindSubmatch(out)
+				if m == nil {
+					b.Fatalf("pgbench output without tps:\n%s", out)
+				}
+				v, _ := strconv.ParseFloat(string(m[1]), 64)
+				tps += v
+			}
+			b.ReportMetric(tps/float64(b.N), "tps")
+		})
+	}
+}

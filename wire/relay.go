@@ -1,7 +1,9 @@
 package wire
 
 import (
+	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -23,14 +25,17 @@ func (s *Session) runRelayLoop() error {
 	}
 	res, ok := l.relay(s)
 	if ok {
-		s.pendingUp, s.pendingCl = res.toUp, res.toClient
-		s.needC, s.needU = res.needClient, res.needUp
 		if len(res.fromClient) > 0 {
 			s.cr.Reset(io.MultiReader(bytes.NewReader(res.fromClient), s.conn))
 		}
 		if len(res.fromUp) > 0 {
 			s.up.r.Reset(io.MultiReader(bytes.NewReader(res.fromUp), s.up.conn))
 		}
+		if res.reroute {
+			return s.leaveLoop(res)
+		}
+		s.pendingUp, s.pendingCl = res.toUp, res.toClient
+		s.needC, s.needU = res.needClient, res.needUp
 	}
 	return s.runRelay()
 }
@@ -43,6 +48,9 @@ func (s *Session) runRelay() error {
 	upErr := make(chan error, 1)
 	go func() { upErr <- s.relayUpstream() }()
 	err := s.relayClient()
+	if errors.Is(err, errLeaveRelay) {
+		return s.stopRelayUpstream(upErr)
+	}
 	// From here on an upstream read error is expected, not news for the client.
 	s.terminating.Store(true)
 	if errors.Is(err, errTerminated) || errors.Is(err, errShutdown) {
@@ -62,8 +70,34 @@ func (s *Session) runRelay() error {
 	return err
 }
 
+// stopRelayUpstream stops the upstream reader of a relay being left for the
+// routed path: a read deadline in the past interrupts its wait, it finishes
+// the message in hand and returns at a message boundary. Bytes it read
+// ahead stay in the session's buffered readers.
+func (s *Session) stopRelayUpstream(upErr chan error) error {
+	if err := s.up.w.Flush(); err != nil {
+		s.up.conn.Close()
+		<-upErr
+		return s.upstreamFailed(err)
+	}
+	s.leaving.Store(true)
+	_ = s.up.conn.SetReadDeadline(time.Now())
+	uerr := <-upErr
+	s.leaving.Store(false)
+	_ = s.up.conn.SetReadDeadline(time.Time{})
+	if !errors.Is(uerr, errLeaveRelay) {
+		if uerr == nil {
+			uerr = io.EOF
+		}
+		return uerr
+	}
+	return errLeaveRelay
+}
+
 // relayClient copies client messages upstream until Terminate, an error,
-// or shutdown.
+// or shutdown. With a Rerouter it also follows prepared statements and,
+// at an idle point, returns errLeaveRelay before the next message when the
+// Rerouter asks for re-routing.
 func (s *Session) relayClient() error {
 	r, w, max := s.cr, s.up.w, s.srv.cfg.MaxMessageSize
 	if len(s.pendingUp) > 0 {
@@ -93,12 +127,31 @@ func (s *Session) relayClient() error {
 				return err
 			}
 		}
+		if s.track != nil && s.relayIdle() {
+			if t, err := r.Peek(1); err == nil && t[0] != 'X' && s.rr.Reroute(s) {
+				return errLeaveRelay
+			}
+		}
 		typ, n, err := readHeader(r, max)
 		if err != nil {
 			return err
 		}
 		if !frontendTypes[typ] || typ == 'p' {
 			return fmt.Errorf("%w: invalid frontend message type %d", ErrBadMessage, typ)
+		}
+		if s.track != nil {
+			if typ == 'P' || typ == 'C' {
+				if err := s.relayTracked(w, r, typ, n); err != nil {
+					if errors.Is(err, io.ErrUnexpectedEOF) || isReadErr(err) {
+						return err
+					}
+					return s.upstreamFailed(err)
+				}
+				continue
+			}
+			if typ != 'Q' || n >= r.Size() {
+				s.relayNote(typ, nil)
+			}
 		}
 		if typ == 'Q' && n < r.Size() {
 			// The only body the relay checks: PostgreSQL reports an
@@ -112,6 +165,9 @@ func (s *Session) relayClient() error {
 			}
 			if n == 0 || body[n-1] != 0 {
 				return fmt.Errorf("%w: invalid string in message", ErrBadMessage)
+			}
+			if s.track != nil {
+				s.relayNote(typ, body)
 			}
 		}
 		switch typ {
@@ -147,8 +203,37 @@ func (s *Session) upstreamFailed(err error) error {
 	return fatalf(CodeConnectionFailure, "upstream connection failed: %v", err)
 }
 
+// relayTracked relays a Parse or Close whose body the relay follows.
+func (s *Session) relayTracked(w *bufio.Writer, r *bufio.Reader, typ byte, n int) error {
+	if n <= r.Size() {
+		body, err := r.Peek(n)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+		s.relayNote(typ, body)
+		return relayMessage(w, r, typ, n)
+	}
+	body, err := readBody(r, nil, n)
+	if err != nil {
+		return err
+	}
+	s.relayNote(typ, body)
+	var hdr [5]byte
+	hdr[0] = typ
+	binary.BigEndian.PutUint32(hdr[1:], uint32(n+4))
+	if _, err := w.Write(hdr[:]); err != nil {
+		return err
+	}
+	_, err = w.Write(body)
+	return err
+}
+
 // relayUpstream copies upstream messages to the client, tracking the
-// transaction status from ReadyForQuery.
+// transaction status from ReadyForQuery (and, with a Rerouter, the
+// responses that settle prepared statements).
 func (s *Session) relayUpstream() error {
 	r, w := s.up.r, s.cw
 	if len(s.pendingCl) > 0 {
@@ -164,13 +249,23 @@ func (s *Session) relayUpstream() error {
 		}
 	}
 	for {
-		if r.Buffered() == 0 {
+		if r.Buffered() == 0 || s.leaving.Load() {
 			if err := w.Flush(); err != nil {
 				s.up.conn.Close()
 				return err
 			}
+			if s.leaving.Load() {
+				return errLeaveRelay
+			}
 		}
 		typ, n, err := readHeader(r, 0)
+		if err != nil && s.upRetry(err) {
+			if err := w.Flush(); err != nil {
+				s.up.conn.Close()
+				return err
+			}
+			return errLeaveRelay
+		}
 		if err != nil {
 			if s.terminating.Load() {
 				_ = w.Flush()
@@ -181,8 +276,19 @@ func (s *Session) relayUpstream() error {
 			s.conn.Close()
 			return err
 		}
+		if s.track != nil {
+			switch typ {
+			case '1', '3', 'E', 'Z':
+				// Before outstanding drops at 'Z': at an idle point the
+				// statements are settled.
+				s.track.upstream(typ)
+			}
+		}
 		if typ == 'Z' && n == 1 {
 			st, err := r.Peek(1)
+			for err != nil && s.upRetry(err) {
+				st, err = r.Peek(1)
+			}
 			if err != nil {
 				s.conn.Close()
 				return err
@@ -192,7 +298,7 @@ func (s *Session) relayUpstream() error {
 				s.outstanding.Store(0)
 			}
 		}
-		if err := relayMessage(w, r, typ, n); err != nil {
+		if err := relayMessageRetry(w, r, typ, n, s.upRetry); err != nil {
 			s.conn.Close()
 			s.up.conn.Close()
 			return err

@@ -38,6 +38,13 @@ type stmt struct {
 	oids   []uint32 // from Parse
 	desc   *Description
 	fields []pgproto3.FieldDescription // learned from an upstream Describe
+	// upPrepared: the statement exists upstream under its name (it was
+	// forwarded when parsed, prepared during the relay, or prepared there
+	// lazily after re-routing made it forwarded).
+	upPrepared bool
+	// err: re-routing failed (Route or the local Describe); Bind and
+	// Describe report it until the next re-routing.
+	err error
 }
 
 type portal struct {
@@ -61,6 +68,7 @@ type slot struct {
 	portal *portal
 	isStmt bool // Describe 'S'
 	ins    *inspection
+	silent bool // sent by the proxy: the upstream's success is not the client's
 }
 
 type inspection struct {
@@ -79,6 +87,7 @@ type routed struct {
 	slots   []slot
 	aborted bool // discard until Sync
 	upDirty bool // upstream has extended messages since its last Sync
+	inExt   bool // the client sent extended messages since its last Sync
 	m       *pgtype.Map
 	body    []byte
 	execN   int
@@ -103,6 +112,10 @@ func (s *Session) runRouted() error {
 			s.closeUpstream()
 			<-done
 		}()
+	}
+	if tr := s.track; tr != nil {
+		s.track = nil
+		s.prefillRouted(tr)
 	}
 	max := s.srv.cfg.MaxMessageSize
 	for {
@@ -129,6 +142,13 @@ func (s *Session) runRouted() error {
 			return err
 		}
 		rt.body = body
+		if s.rr != nil && typ != 'X' && !rt.inExt && len(rt.slots) == 0 && !rt.upDirty && s.TxStatus() == 'I' && s.rr.Reroute(s) {
+			s.rerouteStmts()
+		}
+		switch typ {
+		case 'P', 'B', 'D', 'E', 'C', 'H':
+			rt.inExt = true
+		}
 		if err := s.handle(typ, body); err != nil {
 			return err
 		}
@@ -492,6 +512,9 @@ func (s *Session) simpleQuery(sql string) error {
 	}
 	delete(rt.portals, "")
 	delete(rt.stmts, "")
+	if done, err := s.deallocateLocal(sql); done || err != nil {
+		return err
+	}
 	parts, err := s.split(sql)
 	if err != nil {
 		if s.up != nil {
@@ -532,8 +555,14 @@ func (s *Session) simpleQuery(sql string) error {
 		}
 	}
 	if allForward && s.up != nil {
-		if _, err := s.forwardQuery(sql, nil); err != nil {
+		failed, err := s.forwardQuery(sql, nil)
+		if err != nil {
 			return err
+		}
+		if !failed {
+			for _, p := range parts {
+				s.forgetDeallocated(p)
+			}
 		}
 		return s.readyForQuery()
 	}
@@ -561,6 +590,9 @@ func (s *Session) simpleQuery(sql string) error {
 				break
 			}
 			failed, err = s.forwardQuery(p, nil)
+			if err == nil && !failed {
+				s.forgetDeallocated(p)
+			}
 		}
 		if err != nil {
 			return err
@@ -570,6 +602,12 @@ func (s *Session) simpleQuery(sql string) error {
 		}
 	}
 	return s.readyForQuery()
+}
+
+// noUpstreamExt fails an extended message for a statement that re-routing
+// made forwarded in a session without an upstream.
+func (s *Session) noUpstreamExt() error {
+	return s.localError(Errorf(CodeFeatureNotSupported, "statement cannot be answered without an upstream"))
 }
 
 func (s *Session) noUpstream() error {
@@ -594,6 +632,7 @@ func (s *Session) readyForQuery() error {
 		rt.upDirty = false
 	}
 	rt.aborted = false
+	rt.inExt = false
 	if s.TxStatus() == 'I' {
 		clear(rt.portals)
 	}
@@ -822,6 +861,7 @@ func (s *Session) parse(body []byte) error {
 	if s.up == nil {
 		return s.localError(Errorf(CodeFeatureNotSupported, "statement cannot be answered without an upstream"))
 	}
+	st.upPrepared = true
 	rt.stmts[msg.Name] = st
 	return s.forwardExt('P', body, slot{kind: 'P', st: st})
 }
@@ -847,8 +887,14 @@ func (s *Session) bind(body []byte) error {
 		return fmt.Errorf("%w: Bind: %w", ErrBadMessage, err)
 	}
 	st := rt.stmts[stmtName]
+	if st != nil && st.err != nil {
+		return s.localError(st.err)
+	}
 	if st == nil || st.h.handlerKind() != kindLocal {
 		if s.up == nil {
+			if st != nil {
+				return s.noUpstreamExt()
+			}
 			return s.localError(Errorf(CodeUndefinedPreparedStmt, "prepared statement %q does not exist", stmtName))
 		}
 		p := &portal{st: st}
@@ -864,6 +910,11 @@ func (s *Session) bind(body []byte) error {
 				if err := ih.before(s.ctx, s); err != nil {
 					return s.localError(err)
 				}
+			}
+		}
+		if st != nil && !st.upPrepared {
+			if err := s.upPrepare(st); err != nil {
+				return err
 			}
 		}
 		if name != "" {
@@ -934,6 +985,9 @@ func (s *Session) describe(body []byte) error {
 	switch body[0] {
 	case 'S':
 		st := rt.stmts[name]
+		if st != nil && st.err != nil {
+			return s.localError(st.err)
+		}
 		if st != nil && st.desc != nil {
 			if skip, err := s.syncPoint(); skip || err != nil {
 				return err
@@ -947,7 +1001,15 @@ func (s *Session) describe(body []byte) error {
 			return s.buffer(rowDescription(st.desc.Columns, nil))
 		}
 		if s.up == nil {
+			if st != nil {
+				return s.noUpstreamExt()
+			}
 			return s.localError(Errorf(CodeUndefinedPreparedStmt, "prepared statement %q does not exist", name))
+		}
+		if st != nil && !st.upPrepared {
+			if err := s.upPrepare(st); err != nil {
+				return err
+			}
 		}
 		return s.forwardExt('D', body, slot{kind: 'D', isStmt: true, st: st})
 	case 'P':
@@ -1069,8 +1131,11 @@ func (s *Session) closeMsg(body []byte) error {
 	local := false
 	switch body[0] {
 	case 'S':
+		// A statement prepared upstream is closed there, whatever it is
+		// routed to now: a later Parse of the name must not find it. Its
+		// CloseComplete is the client's.
 		st := rt.stmts[name]
-		local = st != nil && st.desc != nil
+		local = st != nil && !st.upPrepared
 		delete(rt.stmts, name)
 	case 'P':
 		p := rt.portals[name]
@@ -1134,7 +1199,11 @@ func (s *Session) drain(flush bool) error {
 			} else {
 				s.writeRaw(m.typ, m.body)
 			}
-			if head.kind == 'P' && head.st != nil && rt.stmts[head.st.name] == head.st {
+			if head.kind == 'P' && head.st != nil && head.silent {
+				// A statement prepared lazily keeps existing; the next
+				// Bind or Describe tries again.
+				head.st.upPrepared = false
+			} else if head.kind == 'P' && head.st != nil && rt.stmts[head.st.name] == head.st {
 				delete(rt.stmts, head.st.name)
 			}
 			rt.aborted = true
@@ -1152,7 +1221,9 @@ func (s *Session) drain(flush bool) error {
 				return nil
 			}
 		case '1', '2', '3':
-			s.writeRaw(m.typ, m.body)
+			if !head.silent {
+				s.writeRaw(m.typ, m.body)
+			}
 			rt.slots = rt.slots[1:]
 		case 't':
 			s.writeRaw(m.typ, m.body)

@@ -83,6 +83,10 @@ type Session struct {
 	pendingCl   []byte     // same towards the client
 	rt          *routed
 	out         []byte
+	rr          Rerouter    // the Router's, asserted once per session
+	track       *relayTrack // relay with a Rerouter: prepared statements
+	relayExt    bool        // relay: extended messages sent since the last Sync
+	leaving     atomic.Bool // relay: the upstream reader stops at the next message boundary
 }
 
 // ID is the process ID the proxy gave the client in BackendKeyData.
@@ -778,14 +782,26 @@ func (s *Session) finish(err error) {
 	}
 }
 
-// run serves the session after startup.
+// run serves the session after startup. A relaying session whose Router
+// asks for re-routing leaves the relay at an idle point and continues on
+// the routed path.
 func (s *Session) run() error {
+	if s.srv.router != nil {
+		s.rr, _ = s.srv.router.(Rerouter)
+	}
 	if s.up != nil {
-		if s.srv.router == nil {
-			return s.runRelayLoop()
-		}
+		relay := s.srv.router == nil
 		if p, ok := s.srv.router.(Passthrough); ok && p.Passthrough(s) {
-			return s.runRelayLoop()
+			relay = true
+		}
+		if relay {
+			if s.rr != nil {
+				s.track = &relayTrack{stmts: map[string]trackedStmt{}}
+			}
+			err := s.runRelayLoop()
+			if !errors.Is(err, errLeaveRelay) {
+				return err
+			}
 		}
 	}
 	return s.runRouted()
