@@ -20,6 +20,15 @@ build:
 run: build
 	./$(BIN) serve $(ARGS)
 
+# A live migration on a throwaway PostgreSQL in one to two minutes: passthrough,
+# dual-write, backfill, verify, cutover, finalize under simulated lakeFS load,
+# then kvproxy left running until Ctrl-C (DEMO_EXIT=1: stop at the end).
+.PHONY: demo
+demo: build
+	$(GO) build -o bin/legacysim ./tests/legacy/cmd/legacysim
+	$(GO) build -o bin/legacygen ./tests/legacygen/cmd/legacygen
+	deploy/demo/demo.sh
+
 # Whole suite (or PKGS/GOTESTFLAGS) with a throwaway PostgreSQL and dynalite.
 test:
 	$(HARNESS) $(GO) test -count=1 -timeout 19m $(GOTESTFLAGS) $(PKGS)
