@@ -3,6 +3,7 @@ package wire
 import (
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/kvproxy/kvproxy/internal/testenv"
 )
 
@@ -46,3 +47,26 @@ type benchPassRouter struct{ forwardAll }
 
 func (benchPassRouter) Passthrough(*Session) bool { return true }
 func (benchPassRouter) Reroute(*Session) bool     { return false }
+
+// BenchmarkRelayTrack is the relay's added work per request when its
+// Router is a Rerouter: one Sync (or Query) and its ReadyForQuery, and
+// for prepared-statement clients the occasional Parse.
+func BenchmarkRelayTrack(b *testing.B) {
+	parse := encodeAll(&pgproto3.Parse{Name: "stmtcache_0123456789abcdef", Query: "SELECT $1::int8", ParameterOIDs: []uint32{20}})[5:]
+	b.Run("sync", func(b *testing.B) {
+		tr := &relayTrack{stmts: map[string]trackedStmt{}}
+		for b.Loop() {
+			tr.client('S', nil)
+			tr.upstream('Z')
+		}
+	})
+	b.Run("parse-sync", func(b *testing.B) {
+		tr := &relayTrack{stmts: map[string]trackedStmt{}}
+		for b.Loop() {
+			tr.client('P', parse)
+			tr.client('S', nil)
+			tr.upstream('1')
+			tr.upstream('Z')
+		}
+	})
+}

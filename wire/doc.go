@@ -20,7 +20,7 @@
 // nothing more buffered. Config.NoEventLoop forces the goroutine relay.
 //
 // With a Router, every statement text is routed once per session (the
-// decision is cached by text):
+// decision is cached by text, until a phase switch, see below):
 //
 //	type Router interface {
 //		Route(ctx context.Context, sess *Session, sql string) (Handler, error)
@@ -85,6 +85,52 @@
 // by statement, stopping at the first error: forwarded statements before a
 // failing local one are then already committed unless an explicit
 // transaction is open.
+//
+// # Phase switches (Rerouter)
+//
+// A Router that also implements Rerouter can change its decisions while
+// clients stay connected (passthrough -> dual-write -> kv-primary ->
+// kv-only and back) without the client or its pool noticing:
+//
+//	type Rerouter interface{ Reroute(sess *Session) bool }
+//
+// The session calls Reroute at every idle point: before a simple Query or
+// the first extended message after a Sync, with no transaction open
+// (TxStatus 'I') and nothing pending upstream. Inside a transaction or a
+// pipeline nothing changes; the switch takes effect at the next idle
+// point. When Reroute returns true:
+//
+//   - A routed session drops its cached decisions and routes every prepared
+//     statement again. A statement that becomes local gets its local
+//     Description (if Describe fails, the statement stays and its Bind and
+//     Describe get that error until the next switch, as PostgreSQL reports a
+//     statement that no longer plans); its upstream copy stays prepared and
+//     is closed when the client closes the statement. A statement that
+//     becomes forwarded and was never prepared upstream is prepared there
+//     (same name, text and parameter types; the ParseComplete is swallowed,
+//     an error is the Bind's or Describe's) right before its first forwarded
+//     Bind or Describe. Portals are not re-routed: at an idle point only the
+//     unnamed portal can exist and the next Bind replaces it.
+//   - A relayed session (Passthrough at start) leaves the relay, before the
+//     client's next message, for the routed path. To make that possible
+//     the relay of a Rerouter's session follows prepared statements: it
+//     decodes Parse and Close bodies (and Query bodies for DEALLOCATE) on
+//     their way upstream and matches ParseComplete, CloseComplete,
+//     ErrorResponse and ReadyForQuery by type alone on the way back, so
+//     that it knows which statements exist upstream; the routed path
+//     starts with them, routed anew. The goroutine relay stops its upstream
+//     reader at a message boundary (read deadline, then the message in hand
+//     is finished); the event loop hands over its unsent and unparsed bytes.
+//     No byte is lost in either direction. A relay without a Rerouter does
+//     none of this.
+//
+// SQL DEALLOCATE (pgx v4 closes statements this way) is followed on both
+// paths; a DEALLOCATE of a statement that exists only in the proxy is
+// answered by the proxy. SQL PREPARE is not followed: a statement prepared
+// with it keeps working while forwarded, but the routed path does not know
+// it. Reroute must be cheap (it runs on every idle-point message; an
+// atomic epoch compare) and must not block: for a session on the event
+// loop it runs on the loop's thread while the session's goroutine waits.
 //
 // # Limits and lifecycle
 //

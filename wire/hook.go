@@ -34,7 +34,8 @@ type SessionOpener interface {
 
 // Passthrough is an optional Router method; when it returns true at session
 // start, the session relays every message upstream on the fast path and the
-// Router is never consulted for it.
+// Router is never consulted for it, except for Reroute when the Router is a
+// Rerouter (the session then leaves the relay when Reroute returns true).
 type Passthrough interface {
 	Passthrough(sess *Session) bool
 }
