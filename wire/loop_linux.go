@@ -365,6 +365,17 @@ func (l *eventLoop) readDir(ls *loopSess, d *loopDir, src, dst int, fromClient b
 	l.pump(ls, d, dst, fromClient)
 }
 
+// loopReroute calls the Rerouter on the loop's thread, where a panic would
+// take down every session of the loop.
+func loopReroute(s *Session) (yes, panicked bool) {
+	defer func() {
+		if recover() != nil {
+			yes, panicked = false, true
+		}
+	}()
+	return s.rr.Reroute(s), false
+}
+
 // pump parses what can be parsed and writes it to dst.
 func (l *eventLoop) pump(ls *loopSess, d *loopDir, dst int, fromClient bool) {
 	s := ls.s
@@ -387,11 +398,16 @@ func (l *eventLoop) pump(ls *loopSess, d *loopDir, dst int, fromClient bool) {
 		}
 		body := int(ln) - 4
 		if fromClient && s.track != nil && typ != 'X' {
-			if s.relayIdle() && s.rr.Reroute(s) {
-				// Leave before this message; the goroutine takes over.
-				ls.reroute = true
-				eject = true
-				break
+			if s.relayIdle() {
+				yes, panicked := loopReroute(s)
+				if yes || panicked {
+					// Leave before this message; the goroutine takes over
+					// (after a panic it calls Reroute again, where a panic
+					// ends only its own session).
+					ls.reroute = yes
+					eject = true
+					break
+				}
 			}
 			if (typ == 'P' || typ == 'C' || typ == 'Q') && d.end-d.parsed < 5+body {
 				// Followed bodies are read whole; one bigger than the

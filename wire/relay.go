@@ -128,8 +128,14 @@ func (s *Session) relayClient() error {
 			}
 		}
 		if s.track != nil && s.relayIdle() {
-			if t, err := r.Peek(1); err == nil && t[0] != 'X' && s.rr.Reroute(s) {
-				return errLeaveRelay
+			if t, err := r.Peek(1); err == nil && t[0] != 'X' {
+				yes, err := s.relayReroute()
+				if err != nil {
+					return err
+				}
+				if yes {
+					return errLeaveRelay
+				}
 			}
 		}
 		typ, n, err := readHeader(r, max)

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -418,4 +420,18 @@ func (s *Session) deallocateLocal(sql string) (done bool, err error) {
 		return true, err
 	}
 	return true, s.readyForQuery()
+}
+
+// relayReroute calls the Rerouter from the goroutine relay. A panic there
+// becomes the session's error, so that the relay stops its upstream reader
+// before the client is told (runSession's recover would write to the
+// client while that reader still does).
+func (s *Session) relayReroute() (yes bool, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.srv.log.Error("session panicked; closing it", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			yes, err = false, fatalf(CodeInternalError, "internal error in kvproxy: %v", p)
+		}
+	}()
+	return s.rr.Reroute(s), nil
 }

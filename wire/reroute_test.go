@@ -14,6 +14,7 @@ import (
 
 	pgx4 "github.com/jackc/pgx/v4"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/kvproxy/kvproxy/internal/testenv"
 )
@@ -798,4 +799,49 @@ func FuzzDecodeParse(f *testing.F) {
 		tr.upstream('3')
 		tr.upstream('Z')
 	})
+}
+
+// panickyRerouter relays and panics in Reroute for sessions whose user is
+// "boom" once armed.
+type panickyRerouter struct {
+	forwardAll
+	armed atomic.Bool
+}
+
+func (*panickyRerouter) Passthrough(*Session) bool { return true }
+
+func (r *panickyRerouter) Reroute(sess *Session) bool {
+	if r.armed.Load() && sess.User() == "boom" {
+		panic("rerouter bug")
+	}
+	return false
+}
+
+// A panic in Reroute, also on the event loop's thread, ends only its own
+// session with FATAL XX000.
+func TestReroutePanicIsContained(t *testing.T) {
+	up := testenv.PostgresDB(t)
+	for _, noLoop := range []bool{false, true} {
+		t.Run(fmt.Sprint("noEventLoop=", noLoop), func(t *testing.T) {
+			r := &panickyRerouter{}
+			p := startProxy(t, Config{UpstreamDSN: up, NoEventLoop: noLoop}, r)
+			ctx := ctxT(t)
+			bystander := connect0(t, p.dsn("", ""))
+			victim := connect0(t, p.dsn("boom", ""))
+			if _, err := victim.Exec(ctx, "SELECT 1"); err != nil {
+				t.Fatal(err)
+			}
+			r.armed.Store(true)
+			_, err := victim.Exec(ctx, "SELECT 1")
+			var pe *pgconn.PgError
+			if !errors.As(err, &pe) || pe.Code != CodeInternalError || pe.Severity != "FATAL" {
+				t.Fatalf("panicking Reroute gave %v, want FATAL XX000", err)
+			}
+			for i := 0; i < 3; i++ {
+				if _, err := bystander.Exec(ctx, "SELECT 1"); err != nil {
+					t.Fatalf("another session failed after the panic: %v", err)
+				}
+			}
+		})
+	}
 }
