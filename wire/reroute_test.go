@@ -1,10 +1,14 @@
 package wire
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -84,7 +88,7 @@ func (r *phaseRouter) Route(_ context.Context, _ *Session, sql string) (Handler,
 	if sql == phaseBad {
 		return Local(badDescribe{}), nil
 	}
-	name := strings.TrimPrefix(sql, "SELECT $1::int8 AS ")
+	name, _, _ := strings.Cut(strings.TrimPrefix(sql, "SELECT $1::int8 AS "), " ")
 	return Local(localFunc{params: []uint32{20}, cols: []Column{{Name: name, TypeOID: 20, TypeSize: 8}},
 		exec: func(_ context.Context, _ *Session, p Params, w *RowWriter) (string, error) {
 			var v int64
@@ -841,6 +845,164 @@ func TestReroutePanicIsContained(t *testing.T) {
 				if _, err := bystander.Exec(ctx, "SELECT 1"); err != nil {
 					t.Fatalf("another session failed after the panic: %v", err)
 				}
+			}
+		})
+	}
+}
+
+// TestRerouteRelayBigParse: Parse bodies bigger than the goroutine relay's
+// buffer and than the event loop's are followed too.
+func TestRerouteRelayBigParse(t *testing.T) {
+	up := testenv.PostgresDB(t)
+	for _, noLoop := range []bool{false, true} {
+		t.Run(fmt.Sprint("noEventLoop=", noLoop), func(t *testing.T) {
+			r := newPhaseRouter(phaseRelay)
+			p := startProxy(t, Config{UpstreamDSN: up, NoEventLoop: noLoop}, r)
+			ctx := ctxT(t)
+			conn := connect0(t, p.dsn("", ""))
+			var sqls []string
+			for i, size := range []int{40 << 10, 100 << 10} {
+				q := fmt.Sprintf("SELECT $1::int8 AS big%d -- %s", i, strings.Repeat("x", size))
+				sqls = append(sqls, q)
+				if _, err := conn.Prepare(ctx, fmt.Sprint("big", i), q); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, mode := range []int32{phaseRelay, phaseLocal, phaseForward} {
+				if mode != phaseRelay {
+					r.set(mode)
+				}
+				for i, q := range sqls {
+					for _, name := range []string{fmt.Sprint("big", i), q} {
+						var v int64
+						if err := conn.QueryRow(ctx, name, 8).Scan(&v); err != nil || v != want(mode, 8) {
+							t.Fatalf("mode %d statement %d: %d %v", mode, i, v, err)
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestRerouteRelayStreamingNotifications leaves the relay while the
+// upstream streams large notifications: none is lost, cut or reordered.
+func TestRerouteRelayStreamingNotifications(t *testing.T) {
+	up := testenv.PostgresDB(t)
+	for _, noLoop := range []bool{false, true} {
+		t.Run(fmt.Sprint("noEventLoop=", noLoop), func(t *testing.T) {
+			r := newPhaseRouter(phaseRelay)
+			p := startProxy(t, Config{UpstreamDSN: up, NoEventLoop: noLoop}, r)
+			ctx := ctxT(t)
+			conn := connect0(t, p.dsn("", ""))
+			other := connect0(t, up)
+			if _, err := conn.Exec(ctx, "LISTEN ch"); err != nil {
+				t.Fatal(err)
+			}
+			const n = 300
+			done := make(chan error, 1)
+			go func() {
+				for i := 0; i < n; i++ {
+					if _, err := other.Exec(ctx, "SELECT pg_notify('ch', repeat('x', 7000) || $1::text)", fmt.Sprint(i)); err != nil {
+						done <- err
+						return
+					}
+				}
+				done <- nil
+			}()
+			modes := []int32{phaseLocal, phaseForward}
+			for i := 0; i < 40; i++ {
+				if i == 5 {
+					r.set(modes[0])
+				}
+				var v int64
+				if err := conn.QueryRow(ctx, "SELECT $1::int8 AS v", int64(i)).Scan(&v); err != nil || v != int64(i) && v != want(phaseLocal, int64(i)) {
+					t.Fatalf("query %d: %d %v", i, v, err)
+				}
+			}
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < n; i++ {
+				wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				nt, err := conn.WaitForNotification(wctx)
+				cancel()
+				if err != nil {
+					t.Fatalf("notification %d: %v", i, err)
+				}
+				if want := strings.Repeat("x", 7000) + fmt.Sprint(i); nt.Payload != want {
+					t.Fatalf("notification %d: payload of %d bytes ending %q", i, len(nt.Payload), nt.Payload[max(0, len(nt.Payload)-8):])
+				}
+			}
+			if r.reroutes.Load() != 1 {
+				t.Fatalf("%d reroutes", r.reroutes.Load())
+			}
+		})
+	}
+}
+
+type timeoutErr struct{}
+
+func (timeoutErr) Error() string   { return "i/o timeout" }
+func (timeoutErr) Timeout() bool   { return true }
+func (timeoutErr) Temporary() bool { return true }
+
+// chunkReader returns its chunks one per Read, with a timeout error
+// between them, the way a read deadline interrupts the relay's upstream
+// reader mid-message.
+type chunkReader struct {
+	chunks [][]byte
+	gap    bool
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	if len(r.chunks) == 0 {
+		return 0, io.EOF
+	}
+	if r.gap {
+		r.gap = false
+		return 0, timeoutErr{}
+	}
+	n := copy(p, r.chunks[0])
+	r.chunks[0] = r.chunks[0][n:]
+	if len(r.chunks[0]) == 0 {
+		r.chunks = r.chunks[1:]
+		r.gap = true
+	}
+	return n, nil
+}
+
+// relayMessageRetry finishes a message interrupted by a read deadline
+// when retry says so, and fails as before otherwise.
+func TestRelayMessageRetry(t *testing.T) {
+	body := bytes.Repeat([]byte("0123456789"), 100)
+	for _, tc := range []struct {
+		name  string
+		retry bool
+	}{{"retry", true}, {"no-retry", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := bufio.NewReaderSize(&chunkReader{chunks: [][]byte{body[:300], body[300:301], body[301:]}}, 64)
+			var out bytes.Buffer
+			w := bufio.NewWriter(&out)
+			retries := 0
+			err := relayMessageRetry(w, r, 'A', len(body), func(err error) bool {
+				var ne net.Error
+				if tc.retry && errors.As(err, &ne) && ne.Timeout() {
+					retries++
+					return true
+				}
+				return false
+			})
+			_ = w.Flush()
+			if !tc.retry {
+				var ne net.Error
+				if !errors.As(err, &ne) || !ne.Timeout() {
+					t.Fatalf("without retry: %v", err)
+				}
+				return
+			}
+			if err != nil || retries != 2 || !bytes.Equal(out.Bytes()[5:], body) || out.Bytes()[0] != 'A' {
+				t.Fatalf("err %v, %d retries, %d bytes out", err, retries, out.Len())
 			}
 		})
 	}
