@@ -483,3 +483,57 @@ func TestActionsCutover(t *testing.T) {
 		t.Fatalf("status after finalize: phase %s, events %+v", doc.Phase, doc.Events)
 	}
 }
+
+// The actions on a real serve process: jobs run inside it, and its own
+// instance acknowledges the cutover's barrier. Skipped while serve does not
+// register the actions (they answer 501).
+func TestActionsThroughServe(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	upstream := testenv.PostgresDB(t)
+	if err := legacy.LoadSchema(ctx, upstream); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := legacygen.Generate(ctx, upstream, legacygen.Config{Repos: 2, CommitsPerRepo: 30, Seed: 5}); err != nil {
+		t.Fatal(err)
+	}
+	kvDSN := testenv.PostgresDB(t)
+	p := testenv.StartProxy(t, "--upstream", upstream, "--phase", "dual-write", "--kv-driver", "postgres", "--kv-dsn", kvDSN,
+		"--admin-token", actionToken)
+	r := &actionRig{url: adminURL(t, p)}
+	if code, out := r.call(t, http.MethodPost, "/api/v1/cutover?dry_run=true", "", actionToken); code == http.StatusNotImplemented {
+		t.Skipf("serve does not register the actions yet: %v", out)
+	}
+	if code, _ := r.call(t, http.MethodPost, "/api/v1/backfill", "", ""); code != http.StatusUnauthorized {
+		t.Fatalf("POST without the token = %d, want 401", code)
+	}
+	r.must(t, http.StatusAccepted, http.MethodPost, "/api/v1/backfill", "")
+	if j := r.wait(t, jobBackfill); j.State != jobDone {
+		t.Fatalf("backfill = %+v\n%s", j, p.Logs())
+	}
+	r.must(t, http.StatusAccepted, http.MethodPost, "/api/v1/verify", "")
+	if j := r.wait(t, jobVerify); j.State != jobDone {
+		t.Fatalf("verify = %+v\n%s", j, p.Logs())
+	}
+	out := r.must(t, http.StatusOK, http.MethodPost, "/api/v1/cutover", `{"timeout": "30s"}`)
+	var ev control.Event
+	remarshal(t, out, &ev)
+	if !ev.OK || ev.To != control.KVPrimary || ev.Seq == 0 {
+		t.Fatalf("cutover event = %+v", ev)
+	}
+	// The instance follows the new epoch.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		doc := r.status(t)
+		if doc.Phase != control.KVPrimary {
+			t.Fatalf("phase after cutover = %s", doc.Phase)
+		}
+		if len(doc.Instances) == 1 && doc.Instances[0].EpochSeen == doc.Epoch && doc.Instances[0].PhaseSeen == control.KVPrimary {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the instance did not follow the cutover: %+v", doc.Instances)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
