@@ -548,13 +548,15 @@ func TestRerouteRelayRawParse(t *testing.T) {
 				&pgproto3.Sync{})...)
 			buf = append(buf, malformed...)
 			buf = append(buf, encodeAll(&pgproto3.Sync{})...)
+			buf = append(buf, 'C', 0, 0, 0, 7, 'S', 'a', 'b') // name not terminated
+			buf = append(buf, encodeAll(&pgproto3.Sync{})...)
 			rc.write(buf)
-			got := rc.readUntilReady(3)
-			if want := "1 1 3 1 Z E Z E Z"; got != want {
+			got := rc.readUntilReady(4)
+			if want := "1 1 3 1 Z E Z E Z E Z"; got != want {
 				t.Fatalf("responses %q, want %q", got, want)
 			}
 			codes := rc.errCodes
-			if len(codes) != 2 || codes[0] != CodeSyntaxError || codes[1] != CodeProtocolViolation {
+			if len(codes) != 3 || codes[0] != CodeSyntaxError || codes[1] != CodeProtocolViolation || codes[2] != CodeProtocolViolation {
 				t.Fatalf("error codes %v", codes)
 			}
 			if r, ok := tc.router.(*phaseRouter); ok {
