@@ -467,6 +467,13 @@ func (l *eventLoop) pump(ls *loopSess, d *loopDir, dst int, fromClient bool) {
 			}
 		} else if (typ == '1' || typ == '3' || typ == 'E') && s.track != nil {
 			s.track.upstream(typ)
+		} else if typ == 'S' && s.track != nil {
+			if d.end-d.parsed < 5+body && 5+body <= len(d.buf) {
+				break // the whole ParameterStatus first
+			}
+			if d.end-d.parsed >= 5+body {
+				s.track.param(d.buf[d.parsed+5 : d.parsed+5+body])
+			}
 		}
 		d.parsed += 5
 		d.need = body

@@ -288,6 +288,16 @@ func (s *Session) relayUpstream() error {
 				// Before outstanding drops at 'Z': at an idle point the
 				// statements are settled.
 				s.track.upstream(typ)
+			case 'S':
+				if n <= r.Size() {
+					body, err := r.Peek(n)
+					for err != nil && s.upRetry(err) {
+						body, err = r.Peek(n)
+					}
+					if err == nil {
+						s.track.param(body)
+					}
+				}
 			}
 		}
 		if typ == 'Z' && n == 1 {

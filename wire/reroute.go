@@ -49,7 +49,27 @@ type relayTrack struct {
 	q       []trackEntry
 	head    int
 	stmts   map[string]trackedStmt
-	errSeen bool // an ErrorResponse since the last ReadyForQuery
+	errSeen bool              // an ErrorResponse since the last ReadyForQuery
+	params  map[string]string // ParameterStatus reported during the relay
+}
+
+// param records a ParameterStatus body from upstream, so that
+// Session.ParameterStatus is current once the session leaves the relay.
+func (t *relayTrack) param(body []byte) {
+	name, rest, ok := cut(body)
+	if !ok {
+		return
+	}
+	value, rest, ok := cut(rest)
+	if !ok || len(rest) != 0 {
+		return
+	}
+	t.mu.Lock()
+	if t.params == nil {
+		t.params = map[string]string{}
+	}
+	t.params[name] = value
+	t.mu.Unlock()
 }
 
 // client records a client message on its way upstream: 'P' and 'C' with
@@ -235,12 +255,16 @@ func (s *Session) leaveLoop(res loopResult) error {
 }
 
 // prefillRouted gives the routed path the statements prepared while the
-// session was relayed: they exist upstream and are routed anew.
+// session was relayed (they exist upstream and are routed anew) and the
+// parameters the upstream reported meanwhile.
 func (s *Session) prefillRouted(tr *relayTrack) {
 	tr.mu.Lock()
-	stmts := tr.stmts
-	tr.stmts = nil
+	stmts, params := tr.stmts, tr.params
+	tr.stmts, tr.params = nil, nil
 	tr.mu.Unlock()
+	for k, v := range params {
+		s.status[k] = v
+	}
 	for name, ts := range stmts {
 		st := &stmt{name: name, sql: ts.sql, oids: ts.oids, h: Forward(), upPrepared: true}
 		s.rt.stmts[name] = st

@@ -44,6 +44,7 @@ type phaseRouter struct {
 	epoch    atomic.Int64
 	reroutes atomic.Int64 // Reroute calls that returned true
 	routes   atomic.Int64
+	appName  atomic.Value // application_name as the last Route saw it
 }
 
 type phaseSess struct{ epoch atomic.Int64 }
@@ -80,8 +81,9 @@ func (r *phaseRouter) Reroute(sess *Session) bool {
 	return true
 }
 
-func (r *phaseRouter) Route(_ context.Context, _ *Session, sql string) (Handler, error) {
+func (r *phaseRouter) Route(_ context.Context, sess *Session, sql string) (Handler, error) {
 	r.routes.Add(1)
+	r.appName.Store(sess.ParameterStatus("application_name"))
 	if r.mode.Load() != phaseLocal || !strings.HasPrefix(sql, "SELECT $1::int8 AS ") {
 		return Forward(), nil
 	}
@@ -1005,6 +1007,31 @@ func TestRelayMessageRetry(t *testing.T) {
 			}
 			if err != nil || retries != 2 || !bytes.Equal(out.Bytes()[5:], body) || out.Bytes()[0] != 'A' {
 				t.Fatalf("err %v, %d retries, %d bytes out", err, retries, out.Len())
+			}
+		})
+	}
+}
+
+// TestRerouteRelayParameterStatus: parameters the upstream reported during
+// the relay (a SET) are what Session.ParameterStatus says after leaving it.
+func TestRerouteRelayParameterStatus(t *testing.T) {
+	up := testenv.PostgresDB(t)
+	for _, noLoop := range []bool{false, true} {
+		t.Run(fmt.Sprint("noEventLoop=", noLoop), func(t *testing.T) {
+			r := newPhaseRouter(phaseRelay)
+			p := startProxy(t, Config{UpstreamDSN: up, NoEventLoop: noLoop}, r)
+			ctx := ctxT(t)
+			conn := connect0(t, p.dsn("", "application_name=before"))
+			if _, err := conn.Exec(ctx, "SET application_name = 'during_relay'"); err != nil {
+				t.Fatal(err)
+			}
+			r.set(phaseForward)
+			var v int64
+			if err := conn.QueryRow(ctx, "SELECT $1::int8 AS v", 1).Scan(&v); err != nil || v != 1 {
+				t.Fatalf("%d %v", v, err)
+			}
+			if got, _ := r.appName.Load().(string); got != "during_relay" {
+				t.Fatalf("ParameterStatus(application_name) after the relay: %q", got)
 			}
 		})
 	}
