@@ -118,7 +118,8 @@
 //     their way upstream and matches ParseComplete, CloseComplete,
 //     ErrorResponse and ReadyForQuery by type alone on the way back, so
 //     that it knows which statements exist upstream; the routed path
-//     starts with them, routed anew. The goroutine relay stops its upstream
+//     starts with them, routed anew (and with the ParameterStatus values
+//     the upstream reported meanwhile, e.g. after a SET). The goroutine relay stops its upstream
 //     reader at a message boundary (read deadline, then the message in hand
 //     is finished); the event loop hands over its unsent and unparsed bytes.
 //     No byte is lost in either direction. A relay without a Rerouter does
