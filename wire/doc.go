@@ -105,7 +105,10 @@
 //     Description (if Describe fails, the statement stays and its Bind and
 //     Describe get that error until the next switch, as PostgreSQL reports a
 //     statement that no longer plans); its upstream copy stays prepared and
-//     is closed when the client closes the statement. A statement that
+//     is closed when the client closes the statement (the Close goes
+//     upstream and its CloseComplete is the client's), so the name can be
+//     prepared again. (An unnamed statement's stale upstream copy is simply
+//     replaced by the next forwarded unnamed Parse.) A statement that
 //     becomes forwarded and was never prepared upstream is prepared there
 //     (same name, text and parameter types; the ParseComplete is swallowed,
 //     an error is the Bind's or Describe's) right before its first forwarded
@@ -119,11 +122,12 @@
 //     ErrorResponse and ReadyForQuery by type alone on the way back, so
 //     that it knows which statements exist upstream; the routed path
 //     starts with them, routed anew (and with the ParameterStatus values
-//     the upstream reported meanwhile, e.g. after a SET). The goroutine relay stops its upstream
-//     reader at a message boundary (read deadline, then the message in hand
-//     is finished); the event loop hands over its unsent and unparsed bytes.
-//     No byte is lost in either direction. A relay without a Rerouter does
-//     none of this.
+//     the upstream reported meanwhile, e.g. after a SET). The goroutine
+//     relay stops its upstream reader at a message boundary (read deadline,
+//     then the message in hand is finished); the event loop hands over its
+//     unsent and unparsed bytes. No byte is lost in either direction. A
+//     relay without a Rerouter does none of this; with one it costs about
+//     50 ns per request (BenchmarkRelayTrack).
 //
 // SQL DEALLOCATE (pgx v4 closes statements this way) is followed on both
 // paths; a DEALLOCATE of a statement that exists only in the proxy is
@@ -131,7 +135,8 @@
 // with it keeps working while forwarded, but the routed path does not know
 // it. Reroute must be cheap (it runs on every idle-point message; an
 // atomic epoch compare) and must not block: for a session on the event
-// loop it runs on the loop's thread while the session's goroutine waits.
+// loop it runs on the loop's thread while the session's goroutine waits. A
+// panic in it ends only its session (FATAL XX000), as for Route.
 //
 // # Limits and lifecycle
 //
