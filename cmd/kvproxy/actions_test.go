@@ -315,11 +315,12 @@ func TestActionsBackfillJob(t *testing.T) {
 	if _, _, err := setPhase(ctx, r.ctl, control.DualWrite); err != nil {
 		t.Fatal(err)
 	}
-	// Slow enough to be caught running.
-	out = r.must(t, http.StatusAccepted, "POST", "/api/v1/backfill?max_rows_per_second=40&page_size=5", "")
+	// Slow enough (over a minute) to be caught running; it is stopped long
+	// before it ends.
+	out = r.must(t, http.StatusAccepted, "POST", "/api/v1/backfill?max_rows_per_second=5&page_size=5", "")
 	var first jobInfo
 	remarshal(t, out["job"], &first)
-	if first.State != jobRunning || !strings.HasPrefix(first.ID, "backfill-") || first.Params["max_rows_per_second"] != "40" {
+	if first.State != jobRunning || !strings.HasPrefix(first.ID, "backfill-") || first.Params["max_rows_per_second"] != "5" {
 		t.Fatalf("started job = %+v", first)
 	}
 	out = r.must(t, http.StatusConflict, "POST", "/api/v1/backfill", `{"include_orphans": true}`)
