@@ -198,7 +198,7 @@ show kvproxy status
 step "Verify: compare both stores on canonical values, repairing from PostgreSQL"
 say "(under live load a write can land between the snapshot and the KV read: --repair re-copies"
 say " each difference from the authoritative store and re-checks it)"
-show kvproxy verify --repair || fail "verify found differences it could not repair"
+show kvproxy verify --repair --samples 3 || fail "verify found differences it could not repair"
 sleep "$PAUSE"
 show kvproxy status
 
