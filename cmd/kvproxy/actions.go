@@ -80,7 +80,10 @@ type jobInfo struct {
 	RowsTotal     int64             `json:"rows_total"`
 	RowsPerSecond float64           `json:"rows_per_second"`
 	Error         string            `json:"error,omitempty"`
-	Result        any               `json:"result,omitempty"`
+	// Summary is one line about the result; the status document carries
+	// it instead of the whole Result.
+	Summary string `json:"summary,omitempty"`
+	Result  any    `json:"result,omitempty"`
 }
 
 type job struct {
@@ -324,7 +327,7 @@ func (a *actions) start(w http.ResponseWriter, r *http.Request, kind string, p *
 		j.info.Finished = time.Now().UTC()
 		switch {
 		case err == nil:
-			j.info.State, j.info.Result = jobDone, res
+			j.info.State, j.info.Result, j.info.Summary = jobDone, res, summarize(res)
 		case ctx.Err() != nil:
 			j.info.State, j.info.Error = jobStopped, fmt.Sprintf("stopped (%v); POST again to resume from the checkpoint", err)
 		default:
@@ -391,9 +394,31 @@ func (a *actions) jobsStatus(context.Context) (any, error) {
 	}
 	out := map[string]jobInfo{}
 	for k, j := range a.jobs {
-		out[k] = j.snapshot()
+		info := j.snapshot()
+		info.Result = nil // GET /api/v1/{kind} has it; the document stays small
+		out[k] = info
 	}
 	return out, nil
+}
+
+// summarize describes a job's result in one line.
+func summarize(res any) string {
+	switch r := res.(type) {
+	case migrate.BackfillResult:
+		return fmt.Sprintf("complete: %d rows copied, %d already present, %d reverted (this run: %d copied)",
+			r.Status.Copied.Sum(), r.Status.Present.Sum(), r.Status.Reverted.Sum(), r.Copied.Sum())
+	case verifyResult:
+		s := "clean"
+		if !r.Clean {
+			s = "NOT clean"
+		}
+		s = fmt.Sprintf("%s: %d differences", s, r.Differences)
+		if r.Repair {
+			s += fmt.Sprintf(", %d repaired (%s), %d not", r.Repaired, r.Direction, r.RepairFailed)
+		}
+		return s
+	}
+	return ""
 }
 
 // backfillStatus overlays the record-based backfill status with what only

@@ -370,7 +370,7 @@ func TestActionsBackfillJob(t *testing.T) {
 		t.Fatal("the second job has the first one's id")
 	}
 	done := r.wait(t, jobBackfill)
-	if done.State != jobDone || done.Error != "" {
+	if done.State != jobDone || done.Error != "" || !strings.HasPrefix(done.Summary, "complete: ") {
 		t.Fatalf("backfill job = %+v", done)
 	}
 	var res struct {
@@ -438,8 +438,12 @@ func TestActionsCutover(t *testing.T) {
 		Direction   string `json:"direction"`
 	}
 	remarshal(t, j.Result, &vres)
-	if j.State != jobDone || !vres.Clean || vres.Differences != 0 || vres.Direction != "sql-to-kv" {
+	if j.State != jobDone || !vres.Clean || vres.Differences != 0 || vres.Direction != "sql-to-kv" ||
+		j.Summary != "clean: 0 differences, 0 repaired (sql-to-kv), 0 not" {
 		t.Fatalf("verify = %+v (result %+v)", j, vres)
+	}
+	if jobs := component[map[string]jobInfo](t, r.status(t), SourceJobs); jobs[jobVerify].Summary != j.Summary || jobs[jobVerify].Result != nil {
+		t.Fatalf("jobs in the status document = %+v, want the summary without the result", jobs)
 	}
 	v := component[metrics.VerifySummary](t, r.status(t), metrics.SourceVerify)
 	if !v.Clean || v.Incremental || v.Entities["commits"]["match"] != r.gen.Commits || v.Finished.IsZero() {
