@@ -3,6 +3,7 @@ package shadow
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,6 +44,8 @@ type Gate struct {
 	// OnBarrierEnd observes how long a barrier was up, as this instance
 	// saw it.
 	OnBarrierEnd func(time.Duration)
+	// Log, if set, gets one line per barrier stage.
+	Log *slog.Logger
 
 	view atomic.Pointer[phaseView]
 
@@ -50,7 +53,7 @@ type Gate struct {
 	changed  chan struct{} // closed and replaced on every state change
 	barrier  *control.Barrier
 	seen     time.Time // when this instance saw the barrier go up
-	stage    int // 0 none, 1 locks held back, 2 writes held back too, 3 acknowledged
+	stage    int       // 0 none, 1 locks held back, 2 writes held back too, 3 acknowledged
 	lockers  int
 	writers  map[*session]struct{}
 	drainTmr *time.Timer
@@ -90,6 +93,9 @@ func (g *Gate) Update(rec control.PhaseRecord) {
 	case g.barrier == nil || g.barrier.ID != rec.Barrier.ID:
 		b := *rec.Barrier
 		g.barrier, g.stage, g.seen = &b, 1, time.Now()
+		if g.Log != nil {
+			g.Log.Info("switch barrier: holding new advisory locks", "barrier", b.ID, "target", b.Target, "lockers", g.lockers, "writers", len(g.writers))
+		}
 		if !b.Deadline.IsZero() {
 			// An abandoned barrier (its driver died) lets writes go on.
 			time.AfterFunc(time.Until(b.Deadline.Add(control.BarrierGrace)), func() {
@@ -132,11 +138,17 @@ func (g *Gate) evaluateLocked() {
 	}
 	if g.stage == 1 && g.lockers == 0 {
 		g.stage = 2
+		if g.Log != nil {
+			g.Log.Info("switch barrier: no advisory lock held; holding new writes", "barrier", g.barrier.ID, "writers", len(g.writers), "after", time.Since(g.seen))
+		}
 		id := g.barrier.ID
 		g.drainTmr = time.AfterFunc(g.drainTimeout(), func() { g.doom(id) })
 	}
 	if g.stage == 2 && len(g.writers) == 0 {
 		g.stage = 3
+		if g.Log != nil {
+			g.Log.Info("switch barrier: drained; acknowledging", "barrier", g.barrier.ID, "after", time.Since(g.seen))
+		}
 		if g.Ack != nil {
 			go g.Ack(g.barrier.ID)
 		}
@@ -151,10 +163,21 @@ func (g *Gate) doom(id string) {
 	if g.barrier == nil || g.barrier.ID != id || g.stage != 2 {
 		return
 	}
+	doomed := 0
 	for st := range g.writers {
+		if st.committing {
+			// Past its commit point: it finishes, and the drain waits
+			// for it (a transaction that already committed on one store
+			// must not be cut off from its mirror by the switch).
+			continue
+		}
 		st.doomed = true
+		delete(g.writers, st)
+		doomed++
 	}
-	clear(g.writers)
+	if g.Log != nil {
+		g.Log.Info("switch barrier: doomed write transactions still open at the drain timeout", "barrier", id, "doomed", doomed, "committing", len(g.writers))
+	}
 	g.evaluateLocked()
 }
 
@@ -257,10 +280,16 @@ func (g *Gate) BeginWrite(ctx context.Context, st *session) error {
 }
 
 // CheckCommit says whether st's transaction may still commit its writes.
+// If it may, the transaction is committing from then on: a drain no longer
+// dooms it, and waits for its EndWrite.
 func (g *Gate) CheckCommit(st *session) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.checkLocked(st)
+	if err := g.checkLocked(st); err != nil {
+		return err
+	}
+	st.committing = st.writing
+	return nil
 }
 
 func (g *Gate) checkLocked(st *session) error {
@@ -281,7 +310,7 @@ func (g *Gate) checkLocked(st *session) error {
 func (g *Gate) EndWrite(st *session) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	st.doomed = false
+	st.doomed, st.committing = false, false
 	if !st.writing {
 		return
 	}

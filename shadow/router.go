@@ -91,11 +91,14 @@ var (
 	_ wire.Router        = (*Router)(nil)
 	_ wire.SessionOpener = (*Router)(nil)
 	_ wire.Passthrough   = (*Router)(nil)
+	_ wire.Rerouter      = (*Router)(nil)
 )
 
 // Passthrough makes sessions that start in phase passthrough pure relays,
 // the fast path of the wire layer.
-func (r *Router) Passthrough(sess *wire.Session) bool { return state(sess).phase == control.Passthrough }
+func (r *Router) Passthrough(sess *wire.Session) bool {
+	return state(sess).phase == control.Passthrough
+}
 
 // Reroute has a session route again at its next idle point once the epoch
 // moved: every session follows a phase switch between two transactions,
@@ -124,6 +127,7 @@ type session struct {
 	// Gate bookkeeping (guarded by the Gate's mutex).
 	writing     bool // the transaction has written (counted by the gate)
 	doomed      bool // a drain gave up on the transaction
+	committing  bool // past CheckCommit: a drain waits for it
 	lockCounted bool // the session holds or awaits advisory locks (counted)
 	holdsLocks  bool // a forwarded advisory lock succeeded in this transaction
 	// kv-primary: keys written by the open transaction, to mirror.

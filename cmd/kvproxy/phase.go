@@ -26,9 +26,9 @@ func newPhaseCmd() *cobra.Command {
 		Short: "Move between passthrough and dual-write",
 		Long: `Move the shared phase record between passthrough and dual-write. In both,
 PostgreSQL is authoritative, so no write barrier is needed: the phase record's
-epoch is bumped and the change is recorded as an event. Running proxies pick the
-new phase up when they restart; restart them (e.g. a rolling restart of the
-service's pods) after setting it. The switches to and from kv-primary
+epoch is bumped and the change is recorded as an event. Running proxies follow
+within a second, each client session at its next idle point, without
+reconnecting. The switches to and from kv-primary
 (cutover, rollback, finalize) need the barrier and are separate commands.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -59,7 +59,7 @@ service's pods) after setting it. The switches to and from kv-primary
 				_, err = fmt.Fprintf(out, "phase is already %s\n", to)
 				return err
 			}
-			_, err = fmt.Fprintf(out, "phase %s -> %s\nrestart the proxies so that every session follows it\n", from, to)
+			_, err = fmt.Fprintf(out, "phase %s -> %s\nrunning proxies follow within a second; each session at its next idle point\n", from, to)
 			return err
 		},
 	}

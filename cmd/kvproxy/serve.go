@@ -78,8 +78,8 @@ func startRepairer(ctx context.Context, upstream string, store kv.Store, phase s
 	}
 	kvLog := dirty.NewKVLog(store, nil)
 	rs := &repairers{pool: pool, kvLog: kvLog, mirror: toSQL,
-		toKV:  &dirty.Repairer{Log: outbox, Syncer: toKV, Logger: log},
-		toSQL: &dirty.Repairer{Log: kvLog, Syncer: toSQL, Logger: log},
+		toKV:  &dirty.Repairer{Log: outbox, Syncer: toKV, Logger: log, Batch: 1000, Workers: 16},
+		toSQL: &dirty.Repairer{Log: kvLog, Syncer: toSQL, Logger: log, Batch: 1000, Workers: 16},
 	}
 	go rs.run(ctx, gate, m, log)
 	return rs, nil
@@ -98,8 +98,10 @@ func (rs *repairers) run(ctx context.Context, gate *shadow.Gate, m *metrics.Metr
 		case control.KVPrimary:
 			r = rs.toSQL
 		}
+		n := 0
 		if r != nil {
-			n, err := r.RunOnce(ctx)
+			var err error
+			n, err = r.RunOnce(ctx)
 			if err != nil && ctx.Err() == nil {
 				log.Warn("dirty-key repair", "err", err)
 			}
@@ -107,6 +109,9 @@ func (rs *repairers) run(ctx context.Context, gate *shadow.Gate, m *metrics.Metr
 				m.DirtyKeys.Set(float64(remaining))
 			}
 			m.DirtyKeysRepaired.Add(float64(n))
+		}
+		if r != nil && n >= r.Batch {
+			continue // a backlog: no pause until it is worked off
 		}
 		select {
 		case <-ctx.Done():
@@ -253,6 +258,7 @@ no upstream (phase kv-only).`,
 			gate := shadow.NewGate(rec)
 			gate.Ack = follower.SetBarrierAck
 			gate.Fresh = func() bool { _, fresh := follower.View(); return fresh }
+			gate.Log = log
 			gate.OnBarrierEnd = func(d time.Duration) { m.BarrierSeconds.Observe(d.Seconds()) }
 			follower.OnChange(func(r control.PhaseRecord) {
 				gate.Update(r)
@@ -325,7 +331,16 @@ no upstream (phase kv-only).`,
 				}
 				return nil
 			}})
-			setupAdminAPI(admin, cfg, store, ctl, instanceID, reg)
+			statusC := setupAdminAPI(admin, cfg, store, ctl, instanceID, reg)
+			var upstreamPool *pgxpool.Pool
+			if rp != nil {
+				upstreamPool = rp.pool
+			}
+			acts, err := registerActions(ctx, admin, actionEnv{Store: store, Upstream: upstreamPool, Metrics: m, Log: log, InstanceID: instanceID, Status: statusC})
+			if err != nil {
+				return err
+			}
+			defer acts.Close()
 			errc := make(chan error, 2)
 			if cfg.Admin.Listen != "" {
 				l, err := net.Listen("tcp", cfg.Admin.Listen)

@@ -132,6 +132,9 @@ func (r *Repairer) Run(ctx context.Context) {
 				r.OnRound(remaining, n)
 			}
 		}
+		if n >= r.Batch && ctx.Err() == nil {
+			continue // a backlog: no pause until it is worked off
+		}
 		select {
 		case <-ctx.Done():
 			return

@@ -109,6 +109,12 @@ type Report struct {
 	// RepairFailed ones were not.
 	Repaired     int64 `json:"repaired"`
 	RepairFailed int64 `json:"repair_failed"`
+	// Rechecked differences vanished when both stores were read again
+	// (writes in flight during the verify); they count as matches.
+	Rechecked int64 `json:"rechecked"`
+	// Pending differences are on keys of the dirty-key log (see
+	// VerifyOptions.Pending): known, and repaired before any cutover.
+	Pending int64 `json:"pending"`
 }
 
 // Differences is the sum over entities.
@@ -153,9 +159,15 @@ type VerifyOptions struct {
 	// Dirty is the dirty-key log; Incremental checks only its keys.
 	Dirty       DirtyKeys
 	Incremental bool
-	Metrics     *metrics.Metrics
-	Progress    *Progress
-	Log         *slog.Logger
+	// Pending, if set, is the dirty-key log of the phase in force. A full
+	// verify running under load counts a persistent difference whose key
+	// (or its repository, or its whole set) is logged there as pending
+	// repair, not as a difference: it is recorded, and the repairer (or
+	// the switch's barrier) repairs it. Only silent divergence counts.
+	Pending  DirtyKeys
+	Metrics  *metrics.Metrics
+	Progress *Progress
+	Log      *slog.Logger
 	// MaxRowsPerSecond caps the compare rate (0: none), to spare a busy
 	// upstream.
 	MaxRowsPerSecond float64
@@ -182,6 +194,10 @@ type Verifier struct {
 	cursor int
 	total  int64
 	thr    *throttle
+	// delayedRechecks counts differences re-read with delays.
+	delayedRechecks int
+	pendingSet      map[string]bool
+	pendingAt       time.Time
 }
 
 // NewVerifier checks the options.
@@ -296,6 +312,35 @@ func (v *Verifier) record(ctx context.Context, result string, k Key, uid, detail
 	if v.o.MaxRowsPerSecond > 0 && v.cp.Rows%int64(v.o.PageSize) == 0 {
 		if err := v.thr.wait(ctx, "verify", v.o.PageSize, 0); err != nil {
 			return err
+		}
+	}
+	if result != ResultMatch {
+		// The SQL side is a snapshot and KV is live: a write in flight
+		// between the two (its mirror a few milliseconds behind) differs
+		// legitimately. Only a difference that persists when both are
+		// read again, fresh, counts.
+		r2, uid2, d2, err := v.recheck(ctx, k)
+		if err != nil {
+			return err
+		}
+		switch r2 {
+		case "":
+		case ResultMatch:
+			v.rep.Rechecked++
+			result = ResultMatch
+		default:
+			result, uid, detail = r2, uid2, d2
+		}
+		if result != ResultMatch {
+			pending, err := v.pending(ctx, k)
+			if err != nil {
+				return err
+			}
+			if pending {
+				v.rep.Pending++
+				v.o.Progress.Update(k.Entity, v.cp.Rows, v.total)
+				return nil
+			}
 		}
 	}
 	switch result {
@@ -839,6 +884,115 @@ func (v *Verifier) wholeKey(ctx context.Context, k Key) error {
 	_, _, err = v.entityInRepo(ctx, k.Repository, k.Entity, prefix,
 		`SELECT `+cols+` FROM `+table+` WHERE repository_id = $1 ORDER BY id COLLATE "C"`, uid, nil)
 	return err
+}
+
+// pending reports whether k is covered by the dirty-key log (read at most
+// once a second).
+func (v *Verifier) pending(ctx context.Context, k Key) (bool, error) {
+	if v.o.Pending == nil {
+		return false, nil
+	}
+	if v.pendingSet == nil || time.Since(v.pendingAt) > time.Second {
+		keys, err := v.o.Pending.List(ctx)
+		if err != nil {
+			return false, fmt.Errorf("read the dirty-key log: %w", err)
+		}
+		v.pendingSet, v.pendingAt = make(map[string]bool, len(keys)), time.Now()
+		for _, dk := range keys {
+			v.pendingSet[dk.String()] = true
+		}
+	}
+	covers := []Key{k}
+	switch {
+	case k.Entity == EntityStaging:
+		covers = append(covers, Key{Entity: EntityStaging, ID: k.ID})
+	case k.inRepoPartition():
+		covers = append(covers, Key{Entity: k.Entity, Repository: k.Repository}, Key{Entity: EntityRepositories, ID: k.Repository})
+	}
+	for _, c := range covers {
+		if v.pendingSet[c.String()] {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// partitionCheck re-checks, fresh, that a repository record names the
+// partition that holds its rows: empty while PostgreSQL has rows means a
+// wrong instance uid.
+func (v *Verifier) partitionCheck(ctx context.Context, repo, uid string) (string, error) {
+	var n int64
+	rows, err := v.o.Source.Query(ctx, `SELECT (SELECT count(*) FROM graveler_commits WHERE repository_id = $1)
+		+ (SELECT count(*) FROM graveler_branches WHERE repository_id = $1)
+		+ (SELECT count(*) FROM graveler_tags WHERE repository_id = $1)`, repo)
+	if err == nil {
+		n, err = pgx.CollectExactlyOneRow(rows, pgx.RowTo[int64])
+	}
+	if err != nil {
+		return "", fmt.Errorf("count rows of %s: %w", repo, err)
+	}
+	if n == 0 || uid == "" {
+		return "", nil
+	}
+	part := refstore.RepoPartition(repo, uid)
+	it, err := v.o.KV.Scan(ctx, []byte(part), nil)
+	if err != nil {
+		return "", err
+	}
+	defer it.Close()
+	if it.Next() {
+		return "", nil
+	}
+	if err := it.Err(); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("instance_uid %q: partition %q is empty while PostgreSQL has %d rows", uid, part, n), nil
+}
+
+// maxDelayedRechecks bounds how many differences are re-read with delays.
+const maxDelayedRechecks = 1000
+
+// recheckDelays space the fresh re-reads of a difference.
+var recheckDelays = []time.Duration{0, 20 * time.Millisecond, 60 * time.Millisecond}
+
+// recheck compares k again, outside the snapshot, until it matches or the
+// attempts run out; it returns the last result ("" if k cannot be re-read
+// one by one: keep the first result).
+func (v *Verifier) recheck(ctx context.Context, k Key) (result, uid, detail string, err error) {
+	if k.whole() || k.check() != nil {
+		return "", "", "", nil
+	}
+	for i, d := range recheckDelays {
+		if i > 0 && v.delayedRechecks >= maxDelayedRechecks {
+			// Wholesale differences (a verify before any backfill) are
+			// real; waiting on each would only slow the report.
+			break
+		}
+		if i == 1 {
+			v.delayedRechecks++
+		}
+		if d > 0 {
+			select {
+			case <-ctx.Done():
+				return "", "", "", ctx.Err()
+			case <-time.After(d):
+			}
+		}
+		result, uid, detail, err = v.compareKey(ctx, v.o.Source, k)
+		if err == nil && result == ResultMatch && k.Entity == EntityRepositories {
+			var rd *graveler.RepositoryData
+			if rd, _, err = repoRecord(ctx, v.o.KV, k.ID); err == nil && rd != nil && rd.GetState() == graveler.RepositoryState_ACTIVE {
+				detail, err = v.partitionCheck(ctx, k.ID, rd.GetInstanceUid())
+			}
+			if detail != "" {
+				result = ResultMismatch
+			}
+		}
+		if err != nil || result == ResultMatch {
+			return result, uid, detail, err
+		}
+	}
+	return result, uid, detail, nil
 }
 
 // compareKey compares one key: the SQL row as q sees it, the KV value now.

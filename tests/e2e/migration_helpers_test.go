@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -65,10 +67,19 @@ func (m *migration) finishLoad() {
 	}
 }
 
+// logTails returns the end of every proxy's log, and saves the whole logs
+// in files for a closer look.
 func (m *migration) logTails() string {
 	var b strings.Builder
+	dir, err := os.MkdirTemp("", "kvproxy-e2e-logs-")
 	for i, p := range m.proxies {
 		fmt.Fprintf(&b, "--- proxy %d log tail:\n%s\n", i, tail(p.Logs(), 25))
+		if err == nil {
+			_ = os.WriteFile(filepath.Join(dir, fmt.Sprintf("proxy%d.log", i)), []byte(p.Logs()), 0o644)
+		}
+	}
+	if err == nil {
+		fmt.Fprintf(&b, "--- whole proxy logs in %s\n", dir)
 	}
 	return b.String()
 }
@@ -103,7 +114,7 @@ func (m *migration) switchPhase(kind, want string) string {
 		if attempt == 3 || !strings.Contains(string(out)+stderr, "aborted") {
 			m.t.Fatalf("kvproxy %s: %v\nstdout:\n%s\nstderr:\n%s\n%s", kind, err, out, tail(stderr, 30), m.logTails())
 		}
-		m.t.Logf("%s attempt %d aborted cleanly, retrying:\n%s", kind, attempt, out)
+		m.t.Logf("%s attempt %d aborted cleanly, retrying:\n%s\n%s", kind, attempt, out, tail(stderr, 3))
 	}
 }
 
