@@ -56,6 +56,7 @@ type Gate struct {
 	stage    int       // 0 none, 1 locks held back, 2 writes held back too, 3 acknowledged
 	lockers  int
 	writers  map[*session]struct{}
+	bg       map[*session]context.CancelFunc // background writers (repair rounds)
 	drainTmr *time.Timer
 }
 
@@ -68,7 +69,7 @@ type phaseView struct {
 
 // NewGate returns a gate following rec.
 func NewGate(rec control.PhaseRecord) *Gate {
-	g := &Gate{changed: make(chan struct{}), writers: map[*session]struct{}{}}
+	g := &Gate{changed: make(chan struct{}), writers: map[*session]struct{}{}, bg: map[*session]context.CancelFunc{}}
 	g.view.Store(&phaseView{phase: rec.Phase, epoch: rec.Epoch})
 	g.Update(rec)
 	return g
@@ -93,6 +94,11 @@ func (g *Gate) Update(rec control.PhaseRecord) {
 	case g.barrier == nil || g.barrier.ID != rec.Barrier.ID:
 		b := *rec.Barrier
 		g.barrier, g.stage, g.seen = &b, 1, time.Now()
+		// Background rounds stop at their next I/O; the drain waits for
+		// them to return.
+		for _, cancel := range g.bg {
+			cancel()
+		}
 		if g.Log != nil {
 			g.Log.Info("switch barrier: holding new advisory locks", "barrier", b.ID, "target", b.Target, "lockers", g.lockers, "writers", len(g.writers))
 		}
@@ -304,6 +310,34 @@ func (g *Gate) checkLocked(st *session) error {
 			fmt.Errorf("%w: this instance's lease expired; the phase record could not be re-read", control.ErrStale))
 	}
 	return nil
+}
+
+// Background admits a background writer, such as a repair round that
+// copies keys from the authoritative store to the other: it waits while a
+// barrier is up, counts as a write in flight until done is called, and its
+// context is cancelled when a barrier goes up. A round that started in one
+// phase therefore never writes after a switch to the next, when the store
+// it copies from is no longer authoritative.
+func (g *Gate) Background(ctx context.Context) (bctx context.Context, done func(), err error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if err := g.wait(ctx, "repair round", func() bool { return g.stage >= 1 }); err != nil {
+		return nil, nil, err
+	}
+	// Committing: a drain waits for it rather than dooming it (it has no
+	// client to send a 40001 to); its cancelled context makes that short.
+	st := &session{writing: true, committing: true, epoch: g.current().epoch}
+	bctx, cancel := context.WithCancel(ctx)
+	g.writers[st] = struct{}{}
+	g.bg[st] = cancel
+	return bctx, func() {
+		cancel()
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		delete(g.bg, st)
+		delete(g.writers, st)
+		g.evaluateLocked()
+	}, nil
 }
 
 // EndWrite ends st's write transaction, committed or not.

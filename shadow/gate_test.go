@@ -199,3 +199,41 @@ func TestGateBounds(t *testing.T) {
 		t.Fatalf("cancelled wait: %v, want 57014", err)
 	}
 }
+
+// A background round (the repairer) is cancelled when a barrier goes up,
+// and the barrier is acknowledged only once the round has returned; no new
+// round starts under the barrier.
+func TestGateBackgroundRounds(t *testing.T) {
+	ctx := context.Background()
+	g, acks := newTestGate(t)
+	bctx, done, err := g.Background(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Update(barrierRec("b6"))
+	select {
+	case <-bctx.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the round's context was not cancelled by the barrier")
+	}
+	expectNoAck(t, acks)
+	done()
+	expectAck(t, acks, "b6")
+	started := make(chan error, 1)
+	go func() {
+		_, done, err := g.Background(ctx)
+		if err == nil {
+			done()
+		}
+		started <- err
+	}()
+	select {
+	case err := <-started:
+		t.Fatalf("a round started under the barrier (%v)", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	g.Update(control.PhaseRecord{Phase: control.KVPrimary, Epoch: 2})
+	if err := <-started; err != nil {
+		t.Fatalf("round after the flip: %v", err)
+	}
+}

@@ -107,14 +107,16 @@ func (r *Router) Reroute(sess *wire.Session) bool { return r.opt.Gate.reroute(st
 
 // session is the state of one client session answered from KV.
 type session struct {
-	tsess    *translate.Session
-	holder   string
-	tx       *refstore.Txn // open explicit transaction, or nil
-	inTx     bool
-	failed   bool
-	readOnly bool
-	locks    []*kvlock.Lease
-	pending  []pendingOp // dual-write: writes awaiting COMMIT
+	tsess  *translate.Session
+	holder string
+	tx     *refstore.Txn // open explicit transaction, or nil
+	inTx   bool
+	failed bool
+	// failReason says why (logged when the client commits anyway).
+	failReason string
+	readOnly   bool
+	locks      []*kvlock.Lease
+	pending    []pendingOp // dual-write: writes awaiting COMMIT
 	// kv-only with an upstream: the client's BEGIN, run upstream only when
 	// a statement of the transaction first goes there.
 	beginSQL string
@@ -282,7 +284,7 @@ func (r *Router) beginUpstream(ctx context.Context, sess *wire.Session) error {
 func (r *Router) observeForwarded(_ context.Context, sess *wire.Session, res *wire.Inspected) error {
 	if res.Err != nil {
 		if st := state(sess); st.inTx {
-			st.failed = true
+			st.failed, st.failReason = true, "forwarded statement failed: "+res.Err.Message
 		}
 	}
 	return nil
@@ -360,7 +362,7 @@ func (k *kvStatement) execute(ctx context.Context, sess *wire.Session, params wi
 	}
 	tag, err := r.statement(ctx, st, p, params, w)
 	if err != nil && st.inTx {
-		st.failed = true
+		st.failed, st.failReason = true, p.Shape.String()+": "+err.Error()
 	}
 	return tag, err
 }
@@ -406,6 +408,7 @@ func (r *Router) transaction(ctx context.Context, sess *wire.Session, st *sessio
 			sess.SetTxStatus('I')
 		}()
 		if failed {
+			r.opt.Log.Debug("COMMIT of a failed transaction rolled back", "holder", st.holder, "reason", st.failReason)
 			tx.Rollback()
 			if _, err := upstream("ROLLBACK"); err != nil {
 				return "", err
@@ -459,7 +462,7 @@ func (r *Router) endTx(ctx context.Context, st *session) {
 	if st.tx != nil {
 		st.tx.Rollback()
 	}
-	st.tx, st.inTx, st.failed, st.readOnly = nil, false, false, false
+	st.tx, st.inTx, st.failed, st.readOnly, st.failReason = nil, false, false, false, ""
 	st.beginSQL, st.upBegun = "", false
 	st.pending, st.kpKeys = nil, nil
 	r.opt.Gate.EndWrite(st)

@@ -32,8 +32,11 @@ import (
 // are read again, fresh, a few times, and only a difference that persists
 // is a mismatch. Anything systematic persists; races do not.
 
-// confirmAttempts is how often a difference is re-read before it counts.
-const confirmAttempts = 3
+// confirmDelays space the re-reads of a difference before it counts: the
+// secondary store's mirror (or, in kv-primary, PostgreSQL's) may be a few
+// hundred milliseconds behind under load. Confirmation runs in the
+// background, so the wait costs the client nothing.
+var confirmDelays = []time.Duration{20 * time.Millisecond, 60 * time.Millisecond, 150 * time.Millisecond, 300 * time.Millisecond, 600 * time.Millisecond}
 
 func (r *Router) shadowRead(p *translate.Plan) wire.InspectFunc {
 	return func(ctx context.Context, sess *wire.Session, res *wire.Inspected) error {
@@ -70,7 +73,7 @@ func (r *Router) shadowReadPrimary(st *session, p *translate.Plan, params wire.P
 }
 
 // confirmLater re-reads both stores in the background until they agree or
-// confirmAttempts ran out, and counts the read (and the mismatch, if it
+// confirmDelays ran out, and counts the read (and the mismatch, if it
 // persisted). first is the difference already seen ("" if none yet). At
 // most a few confirmations run at once; the rest are dropped uncounted.
 func (r *Router) confirmLater(st *session, p *translate.Plan, params wire.Params, first string) {
@@ -99,12 +102,12 @@ func (r *Router) confirmLater(st *session, p *translate.Plan, params wire.Params
 
 func (r *Router) confirm(ctx context.Context, st *session, p *translate.Plan, params wire.Params, retry bool) (string, error) {
 	var diff string
-	for attempt := 0; attempt < confirmAttempts; attempt++ {
+	for attempt, d := range confirmDelays {
 		if attempt > 0 || retry {
 			select {
 			case <-ctx.Done():
 				return "", ctx.Err()
-			case <-time.After(time.Duration(attempt+1) * 20 * time.Millisecond):
+			case <-time.After(d):
 			}
 		}
 		res, err := r.sqlRead(ctx, p, params)

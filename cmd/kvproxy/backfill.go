@@ -67,7 +67,14 @@ func openMigrateEnv(cmd *cobra.Command, metricsListen string) (*migrateEnv, erro
 		e.close()
 		return nil, fmt.Errorf("initialise the ref store in the KV store: %w", err)
 	}
-	e.pool, err = pgxpool.New(openCtx, cfg.Upstream)
+	pcfg, err := pgxpool.ParseConfig(cfg.Upstream)
+	if err != nil {
+		e.close()
+		return nil, fmt.Errorf("upstream: %w", err)
+	}
+	// Repairs and the switches' barrier work run 16 keys at a time.
+	pcfg.MaxConns = 16
+	e.pool, err = pgxpool.NewWithConfig(openCtx, pcfg)
 	if err == nil {
 		err = e.pool.Ping(openCtx)
 	}

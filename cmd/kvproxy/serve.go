@@ -78,8 +78,10 @@ func startRepairer(ctx context.Context, upstream string, store kv.Store, phase s
 	}
 	kvLog := dirty.NewKVLog(store, nil)
 	rs := &repairers{pool: pool, kvLog: kvLog, mirror: toSQL,
-		toKV:  &dirty.Repairer{Log: outbox, Syncer: toKV, Logger: log, Batch: 1000, Workers: 16},
-		toSQL: &dirty.Repairer{Log: kvLog, Syncer: toSQL, Logger: log, Batch: 1000, Workers: 16},
+		// MinAge 1s: a mirror takes milliseconds, and a short log keeps a
+		// switch's barrier short (it repairs whatever is logged).
+		toKV:  &dirty.Repairer{Log: outbox, Syncer: toKV, Logger: log, Batch: 1000, Workers: 16, MinAge: time.Second},
+		toSQL: &dirty.Repairer{Log: kvLog, Syncer: toSQL, Logger: log, Batch: 1000, Workers: 16, MinAge: time.Second},
 	}
 	go rs.run(ctx, gate, m, log)
 	return rs, nil
@@ -92,23 +94,30 @@ func (rs *repairers) run(ctx context.Context, gate *shadow.Gate, m *metrics.Metr
 	defer t.Stop()
 	for {
 		var r *dirty.Repairer
-		switch gate.Phase() {
-		case control.DualWrite:
-			r = rs.toKV
-		case control.KVPrimary:
-			r = rs.toSQL
-		}
 		n := 0
-		if r != nil {
-			var err error
-			n, err = r.RunOnce(ctx)
-			if err != nil && ctx.Err() == nil {
-				log.Warn("dirty-key repair", "err", err)
+		// A round is a background writer at the gate: a switch's barrier
+		// stops it and waits for it, so that it never copies from a store
+		// that is no longer authoritative. The phase is read once admitted.
+		if rctx, done, err := gate.Background(ctx); err == nil {
+			switch gate.Phase() {
+			case control.DualWrite:
+				r = rs.toKV
+			case control.KVPrimary:
+				r = rs.toSQL
 			}
-			if remaining, cerr := r.Log.Count(ctx); cerr == nil {
-				m.DirtyKeys.Set(float64(remaining))
+			if r != nil {
+				n, err = r.RunOnce(rctx)
+				if err != nil && ctx.Err() == nil && rctx.Err() == nil {
+					log.Warn("dirty-key repair", "err", err)
+				}
 			}
-			m.DirtyKeysRepaired.Add(float64(n))
+			done()
+			if r != nil {
+				if remaining, cerr := r.Log.Count(ctx); cerr == nil {
+					m.DirtyKeys.Set(float64(remaining))
+				}
+				m.DirtyKeysRepaired.Add(float64(n))
+			}
 		}
 		if r != nil && n >= r.Batch {
 			continue // a backlog: no pause until it is worked off

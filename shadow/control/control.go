@@ -298,8 +298,8 @@ type Follower struct {
 	refresh time.Duration
 	started time.Time
 
-	poll    time.Duration
-	kick    chan struct{}
+	poll time.Duration
+	kick chan struct{}
 
 	mu         sync.Mutex
 	view       PhaseRecord

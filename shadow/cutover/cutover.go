@@ -295,6 +295,16 @@ func (o *Options) barrier(ctx context.Context, pl plan, res *Result) error {
 	if cur.Phase != pl.from {
 		return fmt.Errorf("%w: the phase moved to %s", ErrAborted, cur.Phase)
 	}
+	// Catch up first, writes still flowing: what the repairers have not
+	// reached yet is repaired now, so that the barrier only has to repair
+	// the last moment's keys.
+	pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
+	_, pre, perr := repairAll(pctx, o, pl)
+	pcancel()
+	if perr != nil && o.Log != nil {
+		o.Log.Warn("catch-up repair before the barrier", "err", perr)
+	}
+	o.printf("caught up: %d dirty keys repaired before the barrier", pre)
 	start := o.Control.Now().UTC()
 	b := &control.Barrier{ID: xid.New().String(), Target: pl.to, Started: start, By: o.By, Deadline: start.Add(o.Timeout)}
 	up := cur
@@ -434,10 +444,10 @@ func repairAll(ctx context.Context, o *Options, pl plan) ([]migrate.Key, int, er
 	}
 	var keys []migrate.Key
 	seen := map[string]bool{}
-	rep := &dirty.Repairer{Log: pl.dirtyLog, Syncer: syncer, MinAge: time.Nanosecond, Batch: 1000, Workers: 8, Logger: o.Log}
+	rep := &dirty.Repairer{Log: pl.dirtyLog, Syncer: syncer, MinAge: time.Nanosecond, Batch: 2000, Workers: 16, Logger: o.Log}
 	total := 0
 	for {
-		es, err := pl.dirtyLog.List(ctx, time.Now().Add(time.Second), 1000)
+		es, err := pl.dirtyLog.List(ctx, time.Now().Add(time.Second), 2000)
 		if err != nil {
 			return keys, total, err
 		}
@@ -450,9 +460,12 @@ func repairAll(ctx context.Context, o *Options, pl plan) ([]migrate.Key, int, er
 				keys = append(keys, migrate.Key(e.Key))
 			}
 		}
+		// A key may fail while another it depends on (its repository)
+		// is repaired in the same round: go on while rounds make
+		// progress.
 		n, err := rep.RunOnce(ctx)
 		total += n
-		if err != nil {
+		if err != nil && (n == 0 || ctx.Err() != nil) {
 			return keys, total, err
 		}
 		if n == 0 {

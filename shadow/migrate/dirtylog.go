@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/kvproxy/kvproxy/shadow/dirty"
 )
@@ -43,7 +44,15 @@ func (d dirtyLogKeys) List(ctx context.Context) ([]Key, error) {
 // every row of its set, extras deleted.
 type Syncer struct {
 	o VerifyOptions
+	// whole bounds the whole-key syncs running at once: each holds a
+	// snapshot transaction on one pool connection and needs a second one
+	// to write or re-check, so more of them than half the pool could wait
+	// for each other forever.
+	whole chan struct{}
 }
+
+// poolSizer is what a *pgxpool.Pool tells about its size.
+type poolSizer interface{ Stat() *pgxpool.Stat }
 
 var _ dirty.Syncer = (*Syncer)(nil)
 
@@ -54,7 +63,11 @@ func NewSyncer(o VerifyOptions) (*Syncer, error) {
 	if _, err := NewVerifier(o); err != nil {
 		return nil, err
 	}
-	return &Syncer{o: o}, nil
+	n := 2
+	if ps, ok := o.Source.(poolSizer); ok {
+		n = max(1, int(ps.Stat().MaxConns())/2)
+	}
+	return &Syncer{o: o, whole: make(chan struct{}, n)}, nil
 }
 
 // Sync repairs one key. It is safe to call concurrently.
@@ -63,6 +76,7 @@ func (s *Syncer) Sync(ctx context.Context, dk dirty.Key) error {
 	if err != nil {
 		return err
 	}
+	v.noRecheck = true
 	k := Key(dk)
 	if !k.whole() {
 		if err := k.check(); err != nil {
@@ -70,6 +84,12 @@ func (s *Syncer) Sync(ctx context.Context, dk dirty.Key) error {
 		}
 		return v.repair(ctx, k, "")
 	}
+	select {
+	case s.whole <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-s.whole }()
 	tx, err := s.o.Source.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return fmt.Errorf("begin snapshot: %w", err)

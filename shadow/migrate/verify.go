@@ -198,6 +198,9 @@ type Verifier struct {
 	delayedRechecks int
 	pendingSet      map[string]bool
 	pendingAt       time.Time
+	// noRecheck: a Syncer repairs every difference at once (its repair
+	// re-checks), so re-reading first would only slow it down.
+	noRecheck bool
 }
 
 // NewVerifier checks the options.
@@ -314,7 +317,7 @@ func (v *Verifier) record(ctx context.Context, result string, k Key, uid, detail
 			return err
 		}
 	}
-	if result != ResultMatch {
+	if result != ResultMatch && !v.noRecheck {
 		// The SQL side is a snapshot and KV is live: a write in flight
 		// between the two (its mirror a few milliseconds behind) differs
 		// legitimately. Only a difference that persists when both are
@@ -892,16 +895,6 @@ func (v *Verifier) pending(ctx context.Context, k Key) (bool, error) {
 	if v.o.Pending == nil {
 		return false, nil
 	}
-	if v.pendingSet == nil || time.Since(v.pendingAt) > time.Second {
-		keys, err := v.o.Pending.List(ctx)
-		if err != nil {
-			return false, fmt.Errorf("read the dirty-key log: %w", err)
-		}
-		v.pendingSet, v.pendingAt = make(map[string]bool, len(keys)), time.Now()
-		for _, dk := range keys {
-			v.pendingSet[dk.String()] = true
-		}
-	}
 	covers := []Key{k}
 	switch {
 	case k.Entity == EntityStaging:
@@ -909,9 +902,23 @@ func (v *Verifier) pending(ctx context.Context, k Key) (bool, error) {
 	case k.inRepoPartition():
 		covers = append(covers, Key{Entity: k.Entity, Repository: k.Repository}, Key{Entity: EntityRepositories, ID: k.Repository})
 	}
-	for _, c := range covers {
-		if v.pendingSet[c.String()] {
-			return true, nil
+	// The set is cached, but a key logged since it was read must be
+	// found: a miss re-reads it unless it is very fresh.
+	for attempt := 0; attempt < 2; attempt++ {
+		if v.pendingSet == nil || attempt == 1 && time.Since(v.pendingAt) > 20*time.Millisecond {
+			keys, err := v.o.Pending.List(ctx)
+			if err != nil {
+				return false, fmt.Errorf("read the dirty-key log: %w", err)
+			}
+			v.pendingSet, v.pendingAt = make(map[string]bool, len(keys)), time.Now()
+			for _, dk := range keys {
+				v.pendingSet[dk.String()] = true
+			}
+		}
+		for _, c := range covers {
+			if v.pendingSet[c.String()] {
+				return true, nil
+			}
 		}
 	}
 	return false, nil
