@@ -80,6 +80,14 @@ func (r *Router) mirrorToSQL(ctx context.Context, st *session, keys []dirty.Key,
 	}
 	outcome := "ok"
 	if err != nil {
+		// Log the keys again: a repairer may have taken the first intents
+		// while the KV commit was still in flight (it saw the old value in
+		// both stores, found them equal, and cleared them).
+		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), r.opt.MirrorTimeout)
+		if _, lerr := r.opt.KVLog.AddRefs(rctx, keys, r.opt.InstanceID); lerr != nil {
+			r.opt.Log.Warn("could not log keys whose mirror to PostgreSQL failed", "keys", len(keys), "err", lerr)
+		}
+		rcancel()
 		outcome = "error"
 		if !errors.Is(err, context.Canceled) {
 			r.opt.Log.Debug("mirror to PostgreSQL failed; the repairer will copy it", "err", err, "keys", len(keys))

@@ -75,16 +75,20 @@ type plan struct {
 	from, to  string
 	dirtyLog  dirty.Log
 	direction migrate.Direction
+	// catchUpAge: entries younger than this are left to their writers
+	// while writes still flow. The KV-side log holds intents logged before
+	// their KV commit; the outbox only committed writes.
+	catchUpAge time.Duration
 }
 
 func (o *Options) plan() (plan, error) {
 	switch o.Kind {
 	case Cutover:
-		return plan{from: control.DualWrite, to: control.KVPrimary, dirtyLog: dirty.NewPGLog(o.Source), direction: migrate.SQLToKV}, nil
+		return plan{from: control.DualWrite, to: control.KVPrimary, dirtyLog: dirty.NewPGLog(o.Source), direction: migrate.SQLToKV, catchUpAge: time.Nanosecond}, nil
 	case Rollback:
-		return plan{from: control.KVPrimary, to: control.DualWrite, dirtyLog: dirty.NewKVLog(o.KV, nil), direction: migrate.KVToSQL}, nil
+		return plan{from: control.KVPrimary, to: control.DualWrite, dirtyLog: dirty.NewKVLog(o.KV, nil), direction: migrate.KVToSQL, catchUpAge: 10 * time.Second}, nil
 	case Finalize:
-		return plan{from: control.KVPrimary, to: control.KVOnly, dirtyLog: dirty.NewKVLog(o.KV, nil), direction: migrate.KVToSQL}, nil
+		return plan{from: control.KVPrimary, to: control.KVOnly, dirtyLog: dirty.NewKVLog(o.KV, nil), direction: migrate.KVToSQL, catchUpAge: 10 * time.Second}, nil
 	}
 	return plan{}, fmt.Errorf("cutover: unknown switch %q (cutover, rollback or finalize)", o.Kind)
 }
@@ -299,7 +303,7 @@ func (o *Options) barrier(ctx context.Context, pl plan, res *Result) error {
 	// reached yet is repaired now, so that the barrier only has to repair
 	// the last moment's keys.
 	pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
-	_, pre, perr := repairAll(pctx, o, pl)
+	_, pre, perr := repairAll(pctx, o, pl, pl.catchUpAge)
 	pcancel()
 	if perr != nil && o.Log != nil {
 		o.Log.Warn("catch-up repair before the barrier", "err", perr)
@@ -328,7 +332,7 @@ func (o *Options) barrier(ctx context.Context, pl plan, res *Result) error {
 		return fmt.Errorf("%w: %v", ErrAborted, err)
 	}
 	o.printf("every live instance drained and acknowledged")
-	keys, n, err := repairAll(bctx, o, pl)
+	keys, n, err := repairAll(bctx, o, pl, time.Nanosecond)
 	res.Repaired = n
 	if err != nil {
 		return fmt.Errorf("%w: repair dirty keys: %v", ErrAborted, err)
@@ -437,17 +441,17 @@ func (o *Options) release(ctx context.Context, id string) {
 
 // repairAll syncs every entry of the log from the authoritative store and
 // clears it, returning the keys it repaired.
-func repairAll(ctx context.Context, o *Options, pl plan) ([]migrate.Key, int, error) {
+func repairAll(ctx context.Context, o *Options, pl plan, minAge time.Duration) ([]migrate.Key, int, error) {
 	syncer, err := migrate.NewSyncer(migrate.VerifyOptions{Source: o.Source, KV: o.KV, Direction: pl.direction, Log: o.Log})
 	if err != nil {
 		return nil, 0, err
 	}
 	var keys []migrate.Key
 	seen := map[string]bool{}
-	rep := &dirty.Repairer{Log: pl.dirtyLog, Syncer: syncer, MinAge: time.Nanosecond, Batch: 2000, Workers: 16, Logger: o.Log}
+	rep := &dirty.Repairer{Log: pl.dirtyLog, Syncer: syncer, MinAge: minAge, Batch: 2000, Workers: 16, Logger: o.Log}
 	total := 0
 	for {
-		es, err := pl.dirtyLog.List(ctx, time.Now().Add(time.Second), 2000)
+		es, err := pl.dirtyLog.List(ctx, time.Now().Add(-minAge), 2000)
 		if err != nil {
 			return keys, total, err
 		}
