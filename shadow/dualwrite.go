@@ -98,7 +98,15 @@ func (w *dwWrite) Describe(ctx context.Context, sess *wire.Session, paramOIDs []
 	return (&kvStatement{r: w.r, p: w.p}).Describe(ctx, sess, paramOIDs)
 }
 
-func (w *dwWrite) Execute(ctx context.Context, sess *wire.Session, params wire.Params, _ *wire.RowWriter) (string, error) {
+func (w *dwWrite) Execute(ctx context.Context, sess *wire.Session, params wire.Params, rw *wire.RowWriter) (string, error) {
+	tag, err := w.execute(ctx, sess, params, rw)
+	if err != nil {
+		w.r.opt.Log.Debug("statement failed", "shape", w.p.Shape.String(), "route", "dual-write", "err", err)
+	}
+	return tag, err
+}
+
+func (w *dwWrite) execute(ctx context.Context, sess *wire.Session, params wire.Params, _ *wire.RowWriter) (string, error) {
 	st, p := state(sess), w.p
 	if err := w.r.opt.Gate.BeginWrite(ctx, st); err != nil {
 		return "", err

@@ -335,6 +335,9 @@ func (k *kvStatement) Describe(_ context.Context, _ *wire.Session, paramOIDs []u
 func (k *kvStatement) Execute(ctx context.Context, sess *wire.Session, params wire.Params, w *wire.RowWriter) (string, error) {
 	start := time.Now()
 	tag, err := k.execute(ctx, sess, params, w)
+	if err != nil {
+		k.r.opt.Log.Debug("statement failed", "shape", k.p.Shape.String(), "route", "kv", "err", err)
+	}
 	if m := k.r.opt.Metrics; m != nil {
 		outcome := "ok"
 		var pe *pgconn.PgError
