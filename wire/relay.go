@@ -206,6 +206,14 @@ func isReadErr(err error) bool {
 }
 
 func (s *Session) upstreamFailed(err error) error {
+	var lost *upLostError
+	if errors.As(err, &lost) {
+		return lost
+	}
+	if s.upOptional.Load() {
+		// Routed and opted in: the session survives (recoverLost).
+		return newUpLost(err)
+	}
 	return fatalf(CodeConnectionFailure, "upstream connection failed: %v", err)
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -79,7 +80,8 @@ type inspection struct {
 
 // routed is the per-session state of the statement-by-statement path.
 type routed struct {
-	q       *upQueue
+	q          *upQueue
+	readerDone chan struct{} // closed when q's reader has stopped
 	stmts   map[string]*stmt
 	portals map[string]*portal
 	plans   map[string]Handler
@@ -97,22 +99,13 @@ func (s *Session) runRouted() error {
 	rt := &routed{stmts: map[string]*stmt{}, portals: map[string]*portal{}, plans: map[string]Handler{},
 		splits: map[string][]string{}, m: pgtype.NewMap()}
 	s.rt = rt
-	var done chan struct{}
-	if s.up != nil {
-		rt.q = &upQueue{busy: true, signal: make(chan struct{}, 1)}
-		done = make(chan struct{})
-		go func() {
-			defer close(done)
-			s.readUpstream(rt.q)
-		}()
-		defer func() {
-			rt.q.mu.Lock()
-			rt.q.busy = true
-			rt.q.mu.Unlock()
-			s.closeUpstream()
-			<-done
-		}()
+	if s.optional() {
+		s.upOptional.Store(true)
 	}
+	if s.up != nil {
+		s.startReader()
+	}
+	defer s.stopReader()
 	if tr := s.track; tr != nil {
 		s.track = nil
 		s.prefillRouted(tr)
@@ -142,15 +135,27 @@ func (s *Session) runRouted() error {
 			return err
 		}
 		rt.body = body
+		if s.up != nil && typ != 'X' {
+			s.dropDeadUpstream()
+		}
 		if s.rr != nil && typ != 'X' && !rt.inExt && len(rt.slots) == 0 && !rt.upDirty && s.TxStatus() == 'I' && s.rr.Reroute(s) {
 			s.rerouteStmts()
+			if s.srv.upCfg != nil {
+				s.upOptional.Store(s.optional())
+			}
 		}
 		switch typ {
 		case 'P', 'B', 'D', 'E', 'C', 'H':
 			rt.inExt = true
 		}
 		if err := s.handle(typ, body); err != nil {
-			return err
+			var lost *upLostError
+			if !errors.As(err, &lost) {
+				return err
+			}
+			if err := s.recoverLost(typ, lost); err != nil {
+				return err
+			}
 		}
 	}
 }
@@ -173,18 +178,25 @@ func (s *Session) setIdle(idle bool) {
 	}
 }
 
-func (s *Session) readUpstream(q *upQueue) {
-	r := s.up.r
+func (s *Session) readUpstream(q *upQueue, up *upstreamConn) {
+	r := up.r
 	for {
 		typ, n, err := readHeader(r, 0)
 		var body []byte
 		if err == nil {
 			body, err = readBody(r, nil, n)
 		}
+		if err == nil && typ == 'E' && s.upOptional.Load() && fatalBody(body) {
+			// The upstream ends the connection (57P01 on a restart): the
+			// session goes on without it, the client is not told.
+			err = newUpLost(pgErrorFrom(body))
+		} else if err != nil && s.upOptional.Load() {
+			err = newUpLost(err)
+		}
 		q.mu.Lock()
 		if err != nil {
 			q.err = err
-			if !q.busy && !s.terminating.Load() {
+			if !q.busy && !s.terminating.Load() && !s.upOptional.Load() {
 				s.sendFatal(s.upstreamFailed(err))
 				s.conn.Close()
 			}
@@ -309,14 +321,21 @@ func (s *Session) handle(typ byte, body []byte) error {
 	case 'F':
 		// A function call is answered like a simple query, ReadyForQuery
 		// included.
-		if s.up == nil {
-			if err := s.buffer(errorResponse(Errorf(CodeFeatureNotSupported, "function calls are not supported without an upstream"))); err != nil {
+		if skip, err := s.syncPoint(); skip || err != nil {
+			return err
+		}
+		ok, uerr := s.upReady()
+		if uerr == nil && !ok {
+			uerr = Errorf(CodeFeatureNotSupported, "function calls are not supported without an upstream")
+		}
+		if uerr != nil {
+			if err := s.buffer(errorResponse(uerr)); err != nil {
+				return err
+			}
+			if err := s.failTransaction(false); err != nil {
 				return err
 			}
 			return s.readyForQuery()
-		}
-		if skip, err := s.syncPoint(); skip || err != nil {
-			return err
 		}
 		if err := s.upWrite(typ, body); err != nil {
 			return err
@@ -517,13 +536,20 @@ func (s *Session) simpleQuery(sql string) error {
 	}
 	parts, err := s.split(sql)
 	if err != nil {
-		if s.up != nil {
+		if s.srv.upCfg != nil && s.rt != nil {
 			// Let PostgreSQL report the syntax error exactly.
-			_, err := s.forwardQuery(sql, nil)
-			if err != nil {
-				return err
+			if ok, uerr := s.upReady(); uerr != nil {
+				if err := s.localErrorSimple(uerr); err != nil {
+					return err
+				}
+				return s.readyForQuery()
+			} else if ok {
+				_, err := s.forwardQuery(sql, nil)
+				if err != nil {
+					return err
+				}
+				return s.readyForQuery()
 			}
-			return s.readyForQuery()
 		}
 		if err := s.buffer(errorResponse(Errorf(CodeSyntaxError, "%v", err))); err != nil {
 			return err
@@ -554,7 +580,20 @@ func (s *Session) simpleQuery(sql string) error {
 			allForward = false
 		}
 	}
-	if allForward && s.up != nil {
+	if allForward && s.lostTx {
+		allForward = false
+	}
+	if allForward && s.srv.upCfg != nil {
+		ok, uerr := s.upReady()
+		if uerr != nil {
+			if err := s.localErrorSimple(uerr); err != nil {
+				return err
+			}
+			return s.readyForQuery()
+		}
+		allForward = ok
+	}
+	if allForward {
 		failed, err := s.forwardQuery(sql, nil)
 		if err != nil {
 			return err
@@ -569,12 +608,18 @@ func (s *Session) simpleQuery(sql string) error {
 	for i, p := range parts {
 		var failed bool
 		var err error
-		switch h := handlers[i].(type) {
+		h := handlers[i]
+		if s.lostTx && h.handlerKind() != kindLocal {
+			// The transaction was lost with the upstream: answered here,
+			// as PostgreSQL answers a failed transaction.
+			h = lostTxHandler(p)
+		}
+		switch h := h.(type) {
 		case localHandler:
 			failed, err = s.localSimple(p, h.s)
 		case inspectHandler:
-			if s.up == nil {
-				failed, err = true, s.noUpstream()
+			if ok, uerr := s.upSimple(); !ok {
+				failed, err = true, uerr
 				break
 			}
 			if h.before != nil {
@@ -585,8 +630,8 @@ func (s *Session) simpleQuery(sql string) error {
 			}
 			failed, err = s.forwardQuery(p, &inspection{f: h.f, res: Inspected{SQL: p}})
 		default:
-			if s.up == nil {
-				failed, err = true, s.noUpstream()
+			if ok, uerr := s.upSimple(); !ok {
+				failed, err = true, uerr
 				break
 			}
 			failed, err = s.forwardQuery(p, nil)
@@ -608,6 +653,20 @@ func (s *Session) simpleQuery(sql string) error {
 // made forwarded in a session without an upstream.
 func (s *Session) noUpstreamExt() error {
 	return s.localError(Errorf(CodeFeatureNotSupported, "statement cannot be answered without an upstream"))
+}
+
+// upSimple makes sure a forwarded statement of a simple query has an
+// upstream; when not, the statement's error has been sent (err is a
+// session error).
+func (s *Session) upSimple() (ok bool, err error) {
+	ok, uerr := s.upReady()
+	if uerr != nil {
+		return false, s.localErrorSimple(uerr)
+	}
+	if !ok {
+		return false, s.noUpstream()
+	}
+	return true, nil
 }
 
 func (s *Session) noUpstream() error {
@@ -858,7 +917,20 @@ func (s *Session) parse(body []byte) error {
 		}
 		return s.buffer(&pgproto3.ParseComplete{})
 	}
-	if s.up == nil {
+	if s.lostTx {
+		if !txExit(msg.Query) {
+			return s.localError(errLostTx())
+		}
+		// Prepared upstream lazily once it is forwarded again.
+		rt.stmts[msg.Name] = st
+		if skip, err := s.syncPoint(); skip || err != nil {
+			return err
+		}
+		return s.buffer(&pgproto3.ParseComplete{})
+	}
+	if ok, err := s.upReady(); err != nil {
+		return s.localError(err)
+	} else if !ok {
 		return s.localError(Errorf(CodeFeatureNotSupported, "statement cannot be answered without an upstream"))
 	}
 	st.upPrepared = true
@@ -891,7 +963,13 @@ func (s *Session) bind(body []byte) error {
 		return s.localError(st.err)
 	}
 	if st == nil || st.h.handlerKind() != kindLocal {
-		if s.up == nil {
+		if s.lostTx {
+			if st != nil && txExit(st.sql) {
+				return s.bindLostTxEnd(name, st)
+			}
+			return s.localError(errLostTx())
+		}
+		if s.srv.upCfg == nil {
 			if st != nil {
 				return s.noUpstreamExt()
 			}
@@ -911,6 +989,9 @@ func (s *Session) bind(body []byte) error {
 					return s.localError(err)
 				}
 			}
+		}
+		if _, err := s.upReady(); err != nil {
+			return s.localError(err)
 		}
 		if st != nil && !st.upPrepared {
 			if err := s.upPrepare(st); err != nil {
@@ -1000,11 +1081,26 @@ func (s *Session) describe(body []byte) error {
 			}
 			return s.buffer(rowDescription(st.desc.Columns, nil))
 		}
-		if s.up == nil {
+		if s.lostTx {
+			if st != nil && txExit(st.sql) {
+				if skip, err := s.syncPoint(); skip || err != nil {
+					return err
+				}
+				if err := s.buffer(&pgproto3.ParameterDescription{}); err != nil {
+					return err
+				}
+				return s.buffer(&pgproto3.NoData{})
+			}
+			return s.localError(errLostTx())
+		}
+		if s.srv.upCfg == nil {
 			if st != nil {
 				return s.noUpstreamExt()
 			}
 			return s.localError(Errorf(CodeUndefinedPreparedStmt, "prepared statement %q does not exist", name))
+		}
+		if _, err := s.upReady(); err != nil {
+			return s.localError(err)
 		}
 		if st != nil && !st.upPrepared {
 			if err := s.upPrepare(st); err != nil {
@@ -1023,13 +1119,41 @@ func (s *Session) describe(body []byte) error {
 			}
 			return s.buffer(rowDescription(p.st.desc.Columns, p.formats))
 		}
-		if s.up == nil {
-			return s.localError(Errorf(CodeUndefinedCursor, "portal %q does not exist", name))
+		if ok, err := s.upForPortal(name); !ok {
+			return err
 		}
 		return s.forwardExt('D', body, slot{kind: 'D', portal: p})
 	default:
 		return fmt.Errorf("%w: Describe target %q", ErrBadMessage, body[0])
 	}
+}
+
+// upForPortal makes sure a forwarded Describe or Execute of a portal has an
+// upstream; when not (ok false), the message's error has been reported and
+// err is a session error.
+func (s *Session) upForPortal(name string) (ok bool, err error) {
+	if s.lostTx {
+		return false, s.localError(errLostTx())
+	}
+	ok, uerr := s.upReady()
+	if uerr != nil {
+		return false, s.localError(uerr)
+	}
+	if !ok {
+		return false, s.localError(Errorf(CodeUndefinedCursor, "portal %q does not exist", name))
+	}
+	return true, nil
+}
+
+// bindLostTxEnd binds a COMMIT/ROLLBACK of a transaction lost with the
+// upstream to a portal the proxy answers (ROLLBACK).
+func (s *Session) bindLostTxEnd(name string, st *stmt) error {
+	if skip, err := s.syncPoint(); skip || err != nil {
+		return err
+	}
+	syn := &stmt{name: st.name, sql: st.sql, h: Local(lostTxEnd{}), desc: &Description{}}
+	s.rt.portals[name] = &portal{st: syn, local: true}
+	return s.buffer(&pgproto3.BindComplete{})
 }
 
 func (s *Session) execute(body []byte) error {
@@ -1041,8 +1165,8 @@ func (s *Session) execute(body []byte) error {
 	maxRows := int32(binary.BigEndian.Uint32(rest))
 	p := rt.portals[name]
 	if p == nil || !p.local {
-		if s.up == nil {
-			return s.localError(Errorf(CodeUndefinedCursor, "portal %q does not exist", name))
+		if ok, err := s.upForPortal(name); !ok {
+			return err
 		}
 		sl := slot{kind: 'E', portal: p}
 		if p != nil && p.st != nil {
@@ -1313,9 +1437,31 @@ func (u *Upstream) Exec(ctx context.Context, sql string, args ...any) (*Result, 
 	if s.inInspect {
 		return nil, ErrExecInInspect
 	}
+	if s.lostTx {
+		// The transaction it would run in was lost with the upstream.
+		if txExit(sql) {
+			return &Result{Tag: "ROLLBACK"}, nil
+		}
+		return nil, errLostTx()
+	}
+	res, err := s.exec(ctx, sql, args...)
+	var lost *upLostError
+	if errors.As(err, &lost) {
+		s.dropUpstream(lost.cause)
+		return nil, lost.clientError()
+	}
+	return res, err
+}
+
+func (s *Session) exec(ctx context.Context, sql string, args ...any) (*Result, error) {
 	rt := s.rt
 	if err := s.drain(true); err != nil {
 		return nil, err
+	}
+	if ok, err := s.upReady(); err != nil {
+		return nil, err
+	} else if !ok {
+		return nil, fmt.Errorf("wire: Upstream.Exec: %w", ErrNoUpstream)
 	}
 	vals := make([][]byte, len(args))
 	for i, a := range args {

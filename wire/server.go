@@ -35,6 +35,16 @@ type Stats struct {
 	ClientConnsTotal    int64 // accepted since start
 	UpstreamConnsTotal  int64 // opened since start
 	ClientConnsRejected int64
+	// UpstreamConnsLost counts upstream connections of sessions that
+	// survived losing them (UpstreamOptional).
+	UpstreamConnsLost int64
+}
+
+// UpstreamLossObserver is an optional Observer method, told when a session
+// that survives the loss of its upstream connection (UpstreamOptional)
+// loses it. UpstreamConnClosed is called for that connection as well.
+type UpstreamLossObserver interface {
+	UpstreamConnLost()
 }
 
 // Server is a PostgreSQL wire-protocol proxy.
@@ -55,6 +65,11 @@ type Server struct {
 
 	nextPID atomic.Uint32
 	active  atomic.Int64 // includes sessions still starting up
+
+	// lastParams: the ParameterStatus values of the newest upstream
+	// connection, reported to sessions that start while it is down.
+	lastParams map[string]string
+	lost       atomic.Int64
 
 	clientConns, upstreamConns, clientTotal, upstreamTotal, rejected atomic.Int64
 }
@@ -90,7 +105,7 @@ func NewServer(cfg Config, router Router, logger *slog.Logger) (*Server, error) 
 func (s *Server) Stats() Stats {
 	return Stats{ClientConns: s.clientConns.Load(), UpstreamConns: s.upstreamConns.Load(),
 		ClientConnsTotal: s.clientTotal.Load(), UpstreamConnsTotal: s.upstreamTotal.Load(),
-		ClientConnsRejected: s.rejected.Load()}
+		ClientConnsRejected: s.rejected.Load(), UpstreamConnsLost: s.lost.Load()}
 }
 
 // ListenAndServe listens on cfg.Listen and serves until Shutdown or ctx ends.
@@ -323,6 +338,37 @@ func (s *Server) upstreamClosed() {
 	if o := s.obs(); o != nil {
 		o.UpstreamConnClosed()
 	}
+}
+
+func (s *Server) upstreamLost() {
+	s.lost.Add(1)
+	if o, ok := s.obs().(UpstreamLossObserver); ok {
+		o.UpstreamConnLost()
+	}
+}
+
+// noteParams remembers an upstream's ParameterStatus values.
+func (s *Server) noteParams(p map[string]string) {
+	c := make(map[string]string, len(p))
+	for k, v := range p {
+		c[k] = v
+	}
+	s.mu.Lock()
+	s.lastParams = c
+	s.mu.Unlock()
+}
+
+func (s *Server) lastParamsCopy() map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lastParams == nil {
+		return nil
+	}
+	c := make(map[string]string, len(s.lastParams))
+	for k, v := range s.lastParams {
+		c[k] = v
+	}
+	return c
 }
 
 func (s *Server) reject(code string) {

@@ -72,10 +72,16 @@ type Session struct {
 	onClose      []func(ctx context.Context)
 
 	upTx        atomic.Uint32 // last ReadyForQuery status from upstream
+	// upOptional: the Router's UpstreamOptional said yes (read by the
+	// upstream reader): losing the upstream does not end the session.
+	upOptional atomic.Bool
+	// lostTx: the upstream was lost while a transaction was open there;
+	// the client's transaction is failed ('E') until it ends it.
+	lostTx  bool
+	upEpoch uint64 // upstream connections opened by this session
 	outstanding atomic.Int32  // passthrough: Query/Sync sent minus ReadyForQuery received
 	localTx     byte          // routed: status owned by local handlers, 0 = none
 	terminating atomic.Bool
-	upClosed    atomic.Bool
 	inLoop      *eventLoop // set while the event loop relays the session
 	needC       int        // relay resumes mid-frame: client bytes to pass first
 	needU       int        // same for upstream bytes
@@ -114,8 +120,18 @@ func (s *Session) TLS() bool { return s.tls }
 // Context ends when the session ends.
 func (s *Session) Context() context.Context { return s.ctx }
 
-// Upstream is the session's upstream connection, nil when there is none.
+// Upstream is the session's upstream connection, nil when the server has
+// none. For a session whose Router opted in with UpstreamOptional it is
+// non-nil even while the upstream is down: Exec then reconnects (or fails
+// with 08006/57P03).
 func (s *Session) Upstream() *Upstream { return s.upHandle }
+
+// UpstreamEpoch counts the upstream connections this session has opened:
+// 1 after a normal startup, 0 for a session that started while the
+// upstream was down, +1 at every reconnect after a loss. Session-level
+// state the layer above created upstream (e.g. with Upstream().Exec) is
+// gone when it changes.
+func (s *Session) UpstreamEpoch() uint64 { return s.upEpoch }
 
 // State returns what SetState stored.
 func (s *Session) State() any {
@@ -160,8 +176,12 @@ func (s *Session) SetTxStatus(status byte) {
 	switch status {
 	case 0, 'I', 'T', 'E':
 		s.localTx = status
-		if status == 'I' && s.up != nil && byte(s.upTx.Load()) == 'I' {
+		if status == 'I' && (s.up == nil || byte(s.upTx.Load()) == 'I') {
 			s.localTx = 0
+		}
+		if s.localTx == 0 || s.localTx == 'I' {
+			// The client ended the transaction the lost upstream had.
+			s.lostTx = false
 		}
 	}
 }
@@ -175,6 +195,7 @@ type upstreamConn struct {
 	secret []byte
 	cfg    *pgconn.Config
 	params map[string]string
+	closed atomic.Bool
 }
 
 func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
@@ -327,22 +348,27 @@ func (s *Session) startup(active int) error {
 	if err := s.authenticate(); err != nil {
 		return err
 	}
+	// upErr: the upstream could not be reached; the session starts
+	// without it if the Router opts in (decided after OpenSession, which
+	// attaches the state the Router decides by).
+	var upErr error
 	if srv.upCfg != nil {
 		ctx, cancel := context.WithTimeout(s.ctx, srv.cfg.StartupTimeout)
 		up, err := srv.connectUpstream(ctx, s.params)
 		cancel()
 		if err != nil {
-			var pe *pgconn.PgError
-			if errors.As(err, &pe) {
-				return &pgconn.PgError{Severity: "FATAL", Code: pe.Code, Message: "upstream: " + pe.Message, Detail: pe.Detail, Hint: pe.Hint}
+			if _, ok := srv.router.(UpstreamOptional); !ok || srv.router == nil {
+				return upstreamConnectFatal(srv, err)
 			}
-			srv.log.Warn("upstream connect failed", "err", err)
-			return fatalf(CodeUnableToConnect, "could not connect to upstream: %v", err)
+			upErr = err
+			s.status = s.offlineStatus()
+		} else {
+			s.up = up
+			s.upEpoch = 1
+			s.status = up.params
 		}
-		s.up = up
 		s.upHandle = &Upstream{s: s}
 		s.upTx.Store('I')
-		s.status = up.params
 	} else {
 		s.status = map[string]string{}
 		for k, v := range srv.cfg.ParameterStatus {
@@ -379,6 +405,16 @@ func (s *Session) startup(active int) error {
 			}
 			return fatalf(CodeInternalError, "%v", err)
 		}
+	}
+	if upErr != nil {
+		if !s.optionalStart() {
+			srv.unregister(s)
+			s.runOnClose()
+			return upstreamConnectFatal(srv, upErr)
+		}
+		srv.log.Info("session started without its upstream (unreachable); it connects when a statement needs it",
+			"pid", s.pid, "err", upErr)
+		s.upOptional.Store(true)
 	}
 	if err := s.send(&pgproto3.ReadyForQuery{TxStatus: 'I'}); err != nil {
 		srv.unregister(s)
@@ -594,6 +630,7 @@ func (s *Server) connectUpstream(ctx context.Context, params map[string]string) 
 		_ = tc.SetNoDelay(true)
 	}
 	s.upstreamOpened()
+	s.noteParams(hj.ParameterStatuses)
 	return &upstreamConn{conn: hj.Conn, r: bufio.NewReaderSize(hj.Conn, ioBufSize), w: bufio.NewWriterSize(hj.Conn, ioBufSize),
 		pid: hj.PID, secret: hj.SecretKey, cfg: hj.Config, params: hj.ParameterStatuses}, nil
 }
@@ -631,24 +668,28 @@ func (u *upstreamConn) cancelUpstream(ctx context.Context) error {
 func (s *Session) cancelRunning(ctx context.Context) {
 	s.mu.Lock()
 	rc := s.runCancel
+	// The session goroutine replaces s.up (under s.mu) when it reconnects:
+	// a cancel goes to the backend the session uses now.
+	up := s.up
 	s.mu.Unlock()
 	if rc != nil {
 		rc()
 	}
-	if s.up != nil {
-		if err := s.up.cancelUpstream(ctx); err != nil {
+	if up != nil {
+		if err := up.cancelUpstream(ctx); err != nil {
 			s.srv.log.Warn("cancel upstream failed", "err", err)
 		}
 	}
 }
 
 func (s *Session) closeUpstream() {
-	if s.up == nil || !s.upClosed.CompareAndSwap(false, true) {
+	up := s.up
+	if up == nil || !up.closed.CompareAndSwap(false, true) {
 		return
 	}
-	_ = s.up.conn.SetWriteDeadline(time.Now().Add(time.Second))
-	_, _ = s.up.conn.Write([]byte{'X', 0, 0, 0, 4})
-	s.up.conn.Close()
+	_ = up.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = up.conn.Write([]byte{'X', 0, 0, 0, 4})
+	up.conn.Close()
 	s.srv.upstreamClosed()
 }
 
@@ -688,6 +729,7 @@ func (s *Session) forceClose() {
 	s.mu.Lock()
 	s.closed = true
 	l := s.inLoop
+	up := s.up
 	s.mu.Unlock()
 	if l != nil {
 		// The loop must let go of the descriptors before they are closed.
@@ -695,8 +737,8 @@ func (s *Session) forceClose() {
 	}
 	s.cancel()
 	s.conn.Close()
-	if s.up != nil {
-		s.up.conn.Close()
+	if up != nil {
+		up.conn.Close()
 	}
 }
 
@@ -771,6 +813,11 @@ func (s *Session) finish(err error) {
 	s.closeUpstream()
 	s.conn.Close()
 	s.cancel()
+	s.runOnClose()
+}
+
+// runOnClose runs the OnClose callbacks once.
+func (s *Session) runOnClose() {
 	s.mu.Lock()
 	cbs := s.onClose
 	s.onClose = nil

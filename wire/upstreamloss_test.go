@@ -1,0 +1,341 @@
+package wire
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	pgx4 "github.com/jackc/pgx/v4"
+	"github.com/jackc/pgx/v5"
+	"github.com/kvproxy/kvproxy/internal/testenv"
+)
+
+// optRouter is testRouter opted in to surviving upstream loss.
+type optRouter struct {
+	*testRouter
+	opt atomic.Bool
+}
+
+func (r *optRouter) UpstreamOptional(*Session) bool { return r.opt.Load() }
+
+func newOptRouter() *optRouter {
+	r := &optRouter{testRouter: &testRouter{}}
+	r.opt.Store(true)
+	return r
+}
+
+// lossObserver counts lost upstreams.
+type lossObserver struct{ lost atomic.Int64 }
+
+func (*lossObserver) ClientConnOpened()         {}
+func (*lossObserver) ClientConnClosed()         {}
+func (*lossObserver) ClientConnRejected(string) {}
+func (*lossObserver) UpstreamConnOpened()       {}
+func (*lossObserver) UpstreamConnClosed()       {}
+func (o *lossObserver) UpstreamConnLost()       { o.lost.Add(1) }
+
+// lossClient is a pgx v4 or v5 connection with its statement cache.
+type lossClient struct {
+	name     string
+	queryInt func(ctx context.Context, sql string, args ...any) (int64, error)
+	exec     func(ctx context.Context, sql string) error
+}
+
+func lossV5(t *testing.T, name, dsn string) (*lossClient, *pgx.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return nil, nil, err
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return &lossClient{name: name,
+		queryInt: func(ctx context.Context, sql string, args ...any) (int64, error) {
+			var v int64
+			err := c.QueryRow(ctx, sql, args...).Scan(&v)
+			return v, err
+		},
+		exec: func(ctx context.Context, sql string) error { _, err := c.Exec(ctx, sql); return err },
+	}, c, nil
+}
+
+func lossV4(t *testing.T, name, dsn string) (*lossClient, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := pgx4.Connect(ctx, dsn)
+	if err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return &lossClient{name: name,
+		queryInt: func(ctx context.Context, sql string, args ...any) (int64, error) {
+			var v int64
+			err := c.QueryRow(ctx, sql, args...).Scan(&v)
+			return v, err
+		},
+		exec: func(ctx context.Context, sql string) error { _, err := c.Exec(ctx, sql); return err },
+	}, nil
+}
+
+const (
+	fwdPlusOne = `SELECT $1::int8 + 1`
+	fwdPID     = `SELECT pg_backend_pid()::int8`
+)
+
+// checkLocal runs local statements (extended, prepared; and simple).
+func (c *lossClient) checkLocal(ctx context.Context, i int64) error {
+	v, err := c.queryInt(ctx, `/*local*/ ECHO $1`, i)
+	if err != nil {
+		return fmt.Errorf("%s: local ECHO: %w", c.name, err)
+	}
+	if v != i {
+		return fmt.Errorf("%s: local ECHO %d returned %d", c.name, i, v)
+	}
+	if err := c.exec(ctx, `/*local*/ SELECT 42`); err != nil {
+		return fmt.Errorf("%s: local SELECT 42: %w", c.name, err)
+	}
+	return nil
+}
+
+// checkForward runs a forwarded prepared statement and returns the
+// upstream backend's pid.
+func (c *lossClient) checkForward(ctx context.Context, i int64) (int64, error) {
+	v, err := c.queryInt(ctx, fwdPlusOne, i)
+	if err != nil {
+		return 0, fmt.Errorf("%s: forwarded: %w", c.name, err)
+	}
+	if v != i+1 {
+		return 0, fmt.Errorf("%s: forwarded %d+1 returned %d", c.name, i, v)
+	}
+	pid, err := c.queryInt(ctx, fwdPID)
+	if err != nil {
+		return 0, fmt.Errorf("%s: forwarded pid: %w", c.name, err)
+	}
+	return pid, nil
+}
+
+// TestUpstreamRestart restarts a private PostgreSQL under an opted-in
+// routed proxy (and a proxy whose Router does not opt in, on the same
+// server) while pgx v4 and v5 clients run locally answered statements.
+func TestUpstreamRestart(t *testing.T) {
+	pg := testenv.StartPrivatePostgres(t)
+	obs := &lossObserver{}
+	opt := startProxy(t, Config{UpstreamDSN: pg.DSN, Observer: obs}, newOptRouter())
+	plain := startProxy(t, Config{UpstreamDSN: pg.DSN}, &testRouter{})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+
+	var clients []*lossClient
+	for i := 0; i < 2; i++ {
+		c5, _, err := lossV5(t, fmt.Sprintf("v5-%d", i), opt.dsn("", ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c4, err := lossV4(t, fmt.Sprintf("v4-%d", i), opt.dsn("", ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, c5, c4)
+	}
+	pids := map[*lossClient]int64{}
+	for _, c := range clients {
+		pid, err := c.checkForward(ctx, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pids[c] = pid
+		if err := c.checkLocal(ctx, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	serverVersion := ""
+	_, txConn, err := lossV5(t, "v5-tx", opt.dsn("", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverVersion = txConn.PgConn().ParameterStatus("server_version")
+	plainConn := connect0(t, plain.dsn("", ""))
+	if _, err := plainConn.Exec(ctx, `SELECT 1`); err != nil {
+		t.Fatal(err)
+	}
+
+	// Clients 0 and 1 (v5, v4) run local statements without pause until
+	// after the restart: not one error is allowed.
+	var ops atomic.Int64
+	var loadErr error
+	var loadMu sync.Mutex
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, c := range clients[:2] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int64(2); ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := c.checkLocal(ctx, i); err != nil {
+					loadMu.Lock()
+					if loadErr == nil {
+						loadErr = err
+					}
+					loadMu.Unlock()
+					return
+				}
+				ops.Add(1)
+			}
+		}()
+	}
+
+	// A forwarded statement in flight inside a transaction when the
+	// upstream goes down.
+	tx, err := txConn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inflight := make(chan error, 1)
+	go func() {
+		_, err := tx.Exec(ctx, `SELECT pg_sleep(60)`)
+		inflight <- err
+	}()
+	time.Sleep(time.Second)
+	if err := pg.Stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("in-flight", func(t *testing.T) {
+		err := <-inflight
+		if sqlState(err) != CodeConnectionFailure {
+			t.Fatalf("in-flight statement: %v, want SQLSTATE %s", err, CodeConnectionFailure)
+		}
+		if got := txConn.PgConn().TxStatus(); got != 'E' {
+			t.Fatalf("transaction status after the loss %q, want E (the upstream transaction is gone)", got)
+		}
+		if _, err := tx.Exec(ctx, `SELECT 1`); sqlState(err) != CodeInFailedTransaction {
+			t.Fatalf("statement in the lost transaction: %v, want %s", err, CodeInFailedTransaction)
+		}
+		if err := tx.Rollback(ctx); err != nil {
+			t.Fatalf("rollback of the lost transaction: %v", err)
+		}
+		var v int64
+		if err := txConn.QueryRow(ctx, `/*local*/ ECHO $1`, 5).Scan(&v); err != nil || v != 5 || txConn.IsClosed() {
+			t.Fatalf("local statement after the loss: %d %v (closed %v)", v, err, txConn.IsClosed())
+		}
+	})
+
+	t.Run("forwarded-while-down", func(t *testing.T) {
+		for _, c := range clients[2:] {
+			_, err := c.queryInt(ctx, fwdPlusOne, 3)
+			if code := sqlState(err); code != CodeConnectionFailure && code != CodeCannotConnectNow {
+				t.Fatalf("%s: forwarded while down: %v, want 08006 or 57P03", c.name, err)
+			}
+			if err := c.checkLocal(ctx, 3); err != nil {
+				t.Fatalf("after the failed forward: %v", err)
+			}
+		}
+	})
+
+	var late []*lossClient
+	outer := t // the connections outlive the subtest
+	t.Run("connect-while-down", func(t *testing.T) {
+		c5, conn5, err := lossV5(outer, "v5-late", opt.dsn("", "application_name=late"))
+		if err != nil {
+			t.Fatalf("v5 connect while the upstream is down: %v", err)
+		}
+		if got := conn5.PgConn().ParameterStatus("server_version"); got != serverVersion {
+			t.Fatalf("server_version %q while down, want the last seen %q", got, serverVersion)
+		}
+		if got := conn5.PgConn().ParameterStatus("application_name"); got != "late" {
+			t.Fatalf("application_name %q, want late", got)
+		}
+		c4, err := lossV4(outer, "v4-late", opt.dsn("", ""))
+		if err != nil {
+			t.Fatalf("v4 connect while the upstream is down: %v", err)
+		}
+		for _, c := range []*lossClient{c5, c4} {
+			if err := c.checkLocal(ctx, 4); err != nil {
+				t.Fatal(err)
+			}
+		}
+		late = append(late, c5, c4)
+	})
+
+	t.Run("not-opted-in", func(t *testing.T) {
+		// Today's behaviour: the session ends with its upstream, and a new
+		// one cannot start without it.
+		_, err := plainConn.Exec(ctx, `/*local*/ SELECT 42`)
+		if err == nil || !plainConn.IsClosed() {
+			t.Fatalf("plain session after the upstream stopped: err %v, closed %v", err, plainConn.IsClosed())
+		}
+		cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
+		defer ccancel()
+		c, err := pgx.Connect(cctx, plain.dsn("", ""))
+		if err == nil {
+			c.Close(ctx)
+			t.Fatal("plain proxy accepted a session without its upstream")
+		}
+		if code := sqlState(err); code != CodeUnableToConnect && code != CodeCannotConnectNow {
+			t.Fatalf("plain connect while down: %v, want 08001 or 57P03", err)
+		}
+	})
+
+	time.Sleep(time.Second)
+	if err := pg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if loadErr != nil {
+		t.Fatalf("client error while the upstream restarted: %v", loadErr)
+	}
+	if ops.Load() == 0 {
+		t.Fatal("the load ran no statement")
+	}
+	t.Logf("%d local round trips during the restart", ops.Load())
+
+	t.Run("after-restart", func(t *testing.T) {
+		for _, c := range clients {
+			pid, err := c.checkForward(ctx, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if pid == pids[c] {
+				t.Fatalf("%s: upstream backend pid %d unchanged after the restart", c.name, pid)
+			}
+		}
+		for _, c := range late {
+			if _, err := c.checkForward(ctx, 11); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := txConn.Exec(ctx, `SELECT 1`); err != nil {
+			t.Fatal(err)
+		}
+		if got := opt.srv.Stats().UpstreamConnsLost; got < 5 || obs.lost.Load() != got {
+			t.Fatalf("UpstreamConnsLost %d (observer %d), want >= 5 and equal", got, obs.lost.Load())
+		}
+	})
+
+	t.Run("cancel-after-reconnect", func(t *testing.T) {
+		errc := make(chan error, 1)
+		go func() {
+			time.Sleep(time.Second)
+			cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer ccancel()
+			errc <- txConn.PgConn().CancelRequest(cctx)
+		}()
+		_, err := txConn.Exec(ctx, `SELECT pg_sleep(60)`)
+		if cerr := <-errc; cerr != nil {
+			t.Fatal(cerr)
+		}
+		if sqlState(err) != CodeQueryCanceled {
+			t.Fatalf("cancelled forwarded statement: %v, want %s", err, CodeQueryCanceled)
+		}
+	})
+}
