@@ -82,17 +82,17 @@ type inspection struct {
 type routed struct {
 	q          *upQueue
 	readerDone chan struct{} // closed when q's reader has stopped
-	stmts   map[string]*stmt
-	portals map[string]*portal
-	plans   map[string]Handler
-	splits  map[string][]string
-	slots   []slot
-	aborted bool // discard until Sync
-	upDirty bool // upstream has extended messages since its last Sync
-	inExt   bool // the client sent extended messages since its last Sync
-	m       *pgtype.Map
-	body    []byte
-	execN   int
+	stmts      map[string]*stmt
+	portals    map[string]*portal
+	plans      map[string]Handler
+	splits     map[string][]string
+	slots      []slot
+	aborted    bool // discard until Sync
+	upDirty    bool // upstream has extended messages since its last Sync
+	inExt      bool // the client sent extended messages since its last Sync
+	m          *pgtype.Map
+	body       []byte
+	execN      int
 }
 
 func (s *Session) runRouted() error {

@@ -71,16 +71,16 @@ type Session struct {
 	state        any
 	onClose      []func(ctx context.Context)
 
-	upTx        atomic.Uint32 // last ReadyForQuery status from upstream
+	upTx atomic.Uint32 // last ReadyForQuery status from upstream
 	// upOptional: the Router's UpstreamOptional said yes (read by the
 	// upstream reader): losing the upstream does not end the session.
 	upOptional atomic.Bool
 	// lostTx: the upstream was lost while a transaction was open there;
 	// the client's transaction is failed ('E') until it ends it.
-	lostTx  bool
-	upEpoch uint64 // upstream connections opened by this session
-	outstanding atomic.Int32  // passthrough: Query/Sync sent minus ReadyForQuery received
-	localTx     byte          // routed: status owned by local handlers, 0 = none
+	lostTx      bool
+	upEpoch     uint64       // upstream connections opened by this session
+	outstanding atomic.Int32 // passthrough: Query/Sync sent minus ReadyForQuery received
+	localTx     byte         // routed: status owned by local handlers, 0 = none
 	terminating atomic.Bool
 	inLoop      *eventLoop // set while the event loop relays the session
 	needC       int        // relay resumes mid-frame: client bytes to pass first
