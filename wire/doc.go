@@ -138,6 +138,69 @@
 // loop it runs on the loop's thread while the session's goroutine waits. A
 // panic in it ends only its session (FATAL XX000), as for Route.
 //
+// # Upstream loss (UpstreamOptional)
+//
+// By default a session ends with its upstream connection: a relayed client
+// sees what PostgreSQL sends (e.g. FATAL 57P01 on a restart), a routed one
+// FATAL 08006, and a client cannot connect while the upstream is down. A
+// Router that also implements
+//
+//	type UpstreamOptional interface{ UpstreamOptional(sess *Session) bool }
+//
+// and returns true for a routed session (asked when the routed path starts,
+// after every Reroute that returns true, and at startup when the upstream
+// is unreachable, after OpenSession) makes the upstream optional for it:
+//
+//   - Loss while idle or while only local statements run (read error, EOF,
+//     or an upstream FATAL such as 57P01/57P02/57P03): nothing reaches the
+//     client; the connection is closed and counted (Stats.UpstreamConnsLost,
+//     UpstreamLossObserver); local statements go on.
+//   - The next message that needs the upstream (a forwarded statement, the
+//     Describe or Bind of a forwarded prepared statement, Upstream().Exec)
+//     reconnects with the session's startup parameters plus the reported
+//     values the client changed with SET (application_name, client_encoding,
+//     DateStyle, IntervalStyle, TimeZone, standard_conforming_strings,
+//     search_path, default_transaction_read_only), so that what the client
+//     was told stays true; any reported value the new server still reports
+//     differently (e.g. server_version after an upgrade) is sent to the
+//     client as ParameterStatus. Other session state made with SET, SQL
+//     PREPARE, temporary tables, advisory locks or LISTEN is gone, as with
+//     any new connection (UpstreamEpoch tells the layer above). Prepared
+//     statements are prepared again lazily before their first Bind or
+//     Describe. If reconnecting fails, that message gets ERROR 08006 (or
+//     the upstream's code, e.g. 57P03 while it starts up or shuts down) and
+//     the session stays usable; nothing waits or retries in between (a
+//     refused connection fails at once, an unreachable host after the
+//     DSN's connect_timeout or Config.StartupTimeout).
+//   - Loss while a forwarded request is in flight: the request gets ERROR
+//     08006 (the upstream's FATAL, if any, in Detail), then ReadyForQuery
+//     for a simple Query, FunctionCall or Sync (the rest of an extended
+//     pipeline is discarded up to Sync, as after any error). A statement
+//     whose Sync reached the upstream may have committed: as for any
+//     broken connection, the client cannot know.
+//   - Transactions: if a transaction was open upstream (the client's own,
+//     or one the Router opened there with Exec), it is gone. Rather than
+//     report 'I' (the client would go on as if its earlier statements had
+//     committed) or close the connection (what a direct PostgreSQL client
+//     sees), the session reports a failed transaction, 'E', as PostgreSQL
+//     does after an error: forwarded statements get 25P02 without touching
+//     the upstream, COMMIT/END/ROLLBACK/ABORT are answered ROLLBACK (so
+//     pgx's Commit returns ErrTxCommitRollback), and Upstream().Exec
+//     answers ROLLBACK/ABORT (and COMMIT with 25P02). Local statements are
+//     the Router's: it sees TxStatus() == 'E' and ends its transaction
+//     with SetTxStatus('I'). A transaction the Router owns locally with
+//     nothing open upstream is not affected at all.
+//   - A client that connects while the upstream is unreachable is let in
+//     (not if Passthrough returns true for it): ParameterStatus values are
+//     the last ones an upstream connection of this server reported (or
+//     Config.ParameterStatus if none ever did) with the client's own
+//     startup settings; the upstream connection is opened when first needed.
+//   - BackendKeyData is always the proxy's; a CancelRequest goes to the
+//     upstream backend the session uses at that moment.
+//
+// Relayed sessions (Passthrough) are never kept: there the client talks to
+// PostgreSQL directly and sees what PostgreSQL does.
+//
 // # Limits and lifecycle
 //
 // Config bounds message size (08P01 and disconnect beyond it), connections
@@ -145,6 +208,7 @@
 // accepting, ends idle sessions with 57P01, lets sessions finish their
 // transaction, and closes the rest when its context ends. Upstream failures
 // are reported to the client as 08006 (08001 at connect) before the
-// connection is closed. Observer and Stats expose connection counters for
-// the metrics layer.
+// connection is closed, unless the Router makes the upstream optional (see
+// above). Observer and Stats expose connection counters for the metrics
+// layer.
 package wire

@@ -580,10 +580,10 @@ func (s *Session) simpleQuery(sql string) error {
 			allForward = false
 		}
 	}
-	if allForward && s.lostTx {
+	if s.lostTx || s.srv.upCfg == nil {
 		allForward = false
 	}
-	if allForward && s.srv.upCfg != nil {
+	if allForward {
 		ok, uerr := s.upReady()
 		if uerr != nil {
 			if err := s.localErrorSimple(uerr); err != nil {
@@ -1438,8 +1438,9 @@ func (u *Upstream) Exec(ctx context.Context, sql string, args ...any) (*Result, 
 		return nil, ErrExecInInspect
 	}
 	if s.lostTx {
-		// The transaction it would run in was lost with the upstream.
-		if txExit(sql) {
+		// The transaction it would run in was lost with the upstream; a
+		// COMMIT must not look as if it had committed.
+		if txExit(sql) && txRollback(sql) {
 			return &Result{Tag: "ROLLBACK"}, nil
 		}
 		return nil, errLostTx()

@@ -348,6 +348,13 @@ func txExit(sql string) bool {
 	return true
 }
 
+// txRollback reports whether a txExit statement is ROLLBACK or ABORT.
+func txRollback(sql string) bool {
+	kw, _ := cutWord(strings.TrimSpace(sql))
+	kw = strings.ToLower(strings.TrimSuffix(kw, ";"))
+	return kw == "rollback" || kw == "abort"
+}
+
 // lostTxEnd answers COMMIT/ROLLBACK of a transaction lost with the upstream:
 // ROLLBACK, as PostgreSQL answers COMMIT of a failed transaction.
 type lostTxEnd struct{}

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -10,6 +11,7 @@ import (
 
 	pgx4 "github.com/jackc/pgx/v4"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/kvproxy/kvproxy/internal/testenv"
 )
 
@@ -85,8 +87,12 @@ const (
 	fwdPID     = `SELECT pg_backend_pid()::int8`
 )
 
-// checkLocal runs local statements (extended, prepared; and simple).
+// checkLocal runs local statements (extended, prepared; and simple, in a
+// transaction the Router owns).
 func (c *lossClient) checkLocal(ctx context.Context, i int64) error {
+	if err := c.exec(ctx, `/*local*/ BEGIN`); err != nil {
+		return fmt.Errorf("%s: local BEGIN: %w", c.name, err)
+	}
 	v, err := c.queryInt(ctx, `/*local*/ ECHO $1`, i)
 	if err != nil {
 		return fmt.Errorf("%s: local ECHO: %w", c.name, err)
@@ -96,6 +102,9 @@ func (c *lossClient) checkLocal(ctx context.Context, i int64) error {
 	}
 	if err := c.exec(ctx, `/*local*/ SELECT 42`); err != nil {
 		return fmt.Errorf("%s: local SELECT 42: %w", c.name, err)
+	}
+	if err := c.exec(ctx, `/*local*/ COMMIT`); err != nil {
+		return fmt.Errorf("%s: local COMMIT: %w", c.name, err)
 	}
 	return nil
 }
@@ -122,6 +131,19 @@ func (c *lossClient) checkForward(ctx context.Context, i int64) (int64, error) {
 // server) while pgx v4 and v5 clients run locally answered statements.
 func TestUpstreamRestart(t *testing.T) {
 	pg := testenv.StartPrivatePostgres(t)
+	{
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		c, err := pgx.Connect(ctx, pg.DSN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.Exec(ctx, `CREATE TABLE outbox (id serial PRIMARY KEY, v text)`)
+		c.Close(ctx)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 	obs := &lossObserver{}
 	opt := startProxy(t, Config{UpstreamDSN: pg.DSN, Observer: obs}, newOptRouter())
 	plain := startProxy(t, Config{UpstreamDSN: pg.DSN}, &testRouter{})
@@ -157,6 +179,23 @@ func TestUpstreamRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	serverVersion = txConn.PgConn().ParameterStatus("server_version")
+	// A client changed a reported parameter: a new upstream connection
+	// must keep it.
+	if err := clients[2].exec(ctx, `SET TimeZone = 'Asia/Tokyo'`); err != nil {
+		t.Fatal(err)
+	}
+	// A transaction open upstream, idle when the upstream goes away.
+	_, idleConn, err := lossV5(t, "v5-idle-tx", opt.dsn("", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	idleTx, err := idleConn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := idleTx.Exec(ctx, `INSERT INTO outbox(v) VALUES ('lost')`); err != nil {
+		t.Fatal(err)
+	}
 	plainConn := connect0(t, plain.dsn("", ""))
 	if _, err := plainConn.Exec(ctx, `SELECT 1`); err != nil {
 		t.Fatal(err)
@@ -203,6 +242,16 @@ func TestUpstreamRestart(t *testing.T) {
 		_, err := tx.Exec(ctx, `SELECT pg_sleep(60)`)
 		inflight <- err
 	}()
+	// And one in the extended protocol (Bind/Execute/Sync), no transaction.
+	extClient, err := lossV4(t, "v4-inflight", opt.dsn("", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	extInflight := make(chan error, 1)
+	go func() {
+		_, err := extClient.queryInt(ctx, `SELECT 1::int8 FROM pg_sleep($1::float8)`, 60.0)
+		extInflight <- err
+	}()
 	time.Sleep(time.Second)
 	if err := pg.Stop(); err != nil {
 		t.Fatal(err)
@@ -225,6 +274,41 @@ func TestUpstreamRestart(t *testing.T) {
 		var v int64
 		if err := txConn.QueryRow(ctx, `/*local*/ ECHO $1`, 5).Scan(&v); err != nil || v != 5 || txConn.IsClosed() {
 			t.Fatalf("local statement after the loss: %d %v (closed %v)", v, err, txConn.IsClosed())
+		}
+		if err := <-extInflight; sqlState(err) != CodeConnectionFailure {
+			t.Fatalf("in-flight extended statement: %v, want SQLSTATE %s", err, CodeConnectionFailure)
+		}
+		if err := extClient.checkLocal(ctx, 5); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("idle-transaction", func(t *testing.T) {
+		// Local statements are the Router's; the upstream part is gone, so
+		// COMMIT reports ROLLBACK, as PostgreSQL for a failed transaction.
+		if _, err := idleTx.Exec(ctx, `/*local*/ SELECT 42`); err != nil {
+			t.Fatal(err)
+		}
+		if got := idleConn.PgConn().TxStatus(); got != 'E' {
+			t.Fatalf("status %q after the loss, want E", got)
+		}
+		if err := idleTx.Commit(ctx); !errors.Is(err, pgx.ErrTxCommitRollback) {
+			t.Fatalf("commit of the lost transaction: %v, want ErrTxCommitRollback", err)
+		}
+		if got := idleConn.PgConn().TxStatus(); got != 'I' {
+			t.Fatalf("status %q after the rollback, want I", got)
+		}
+	})
+
+	t.Run("exec-while-down", func(t *testing.T) {
+		// Upstream().Exec from a local statement fails like a forwarded one.
+		_, err := idleConn.Exec(ctx, `/*local*/ OUTBOX $1`, "down")
+		if code := sqlState(err); code != CodeConnectionFailure && code != CodeCannotConnectNow {
+			t.Fatalf("Exec while down: %v, want 08006 or 57P03", err)
+		}
+		var v int64
+		if err := idleConn.QueryRow(ctx, `/*local*/ ECHO $1`, 6).Scan(&v); err != nil || v != 6 {
+			t.Fatalf("local after the failed Exec: %d %v", v, err)
 		}
 	})
 
@@ -309,6 +393,9 @@ func TestUpstreamRestart(t *testing.T) {
 				t.Fatalf("%s: upstream backend pid %d unchanged after the restart", c.name, pid)
 			}
 		}
+		if _, err := extClient.checkForward(ctx, 12); err != nil {
+			t.Fatal(err)
+		}
 		for _, c := range late {
 			if _, err := c.checkForward(ctx, 11); err != nil {
 				t.Fatal(err)
@@ -316,6 +403,20 @@ func TestUpstreamRestart(t *testing.T) {
 		}
 		if _, err := txConn.Exec(ctx, `SELECT 1`); err != nil {
 			t.Fatal(err)
+		}
+		if tz, err := clients[2].queryInt(ctx, `SELECT (current_setting('TimeZone') = 'Asia/Tokyo')::int::int8`); err != nil || tz != 1 {
+			t.Fatalf("TimeZone set before the restart not kept: %d %v", tz, err)
+		}
+		if _, err := idleConn.Exec(ctx, `/*local*/ OUTBOX $1`, "up"); err != nil {
+			t.Fatalf("Exec after the restart: %v", err)
+		}
+		var vals []string
+		rows, err := idleConn.Query(ctx, `SELECT v FROM outbox ORDER BY id`)
+		if err == nil {
+			vals, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		}
+		if err != nil || len(vals) != 1 || vals[0] != "up" {
+			t.Fatalf("outbox %v %v, want [up] (the lost transaction's row must not exist)", vals, err)
 		}
 		if got := opt.srv.Stats().UpstreamConnsLost; got < 5 || obs.lost.Load() != got {
 			t.Fatalf("UpstreamConnsLost %d (observer %d), want >= 5 and equal", got, obs.lost.Load())
@@ -338,4 +439,55 @@ func TestUpstreamRestart(t *testing.T) {
 			t.Fatalf("cancelled forwarded statement: %v, want %s", err, CodeQueryCanceled)
 		}
 	})
+}
+
+func TestTxExit(t *testing.T) {
+	cases := []struct {
+		sql            string
+		exit, rollback bool
+	}{
+		{"commit", true, false},
+		{"COMMIT;", true, false},
+		{"  End Transaction ", true, false},
+		{"rollback", true, true},
+		{"ROLLBACK WORK;", true, true},
+		{"abort", true, true},
+		{"ROLLBACK TO SAVEPOINT s", false, false},
+		{"COMMIT AND CHAIN", false, false},
+		{"COMMIT PREPARED 'x'", false, false},
+		{"SELECT 1", false, false},
+		{"", false, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.sql, func(t *testing.T) {
+			if got := txExit(tc.sql); got != tc.exit {
+				t.Fatalf("txExit(%q) = %v, want %v", tc.sql, got, tc.exit)
+			}
+			if got := tc.exit && txRollback(tc.sql); got != tc.rollback {
+				t.Fatalf("txRollback(%q) = %v, want %v", tc.sql, got, tc.rollback)
+			}
+		})
+	}
+}
+
+func TestFatalBody(t *testing.T) {
+	cases := []struct {
+		name     string
+		severity string
+		want     bool
+	}{{"fatal", "FATAL", true}, {"panic", "PANIC", true}, {"error", "ERROR", false}, {"notice", "NOTICE", false}}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			body, err := errorResponse(&pgconn.PgError{Severity: tc.severity, Code: "57P01", Message: "m"}).Encode(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := fatalBody(body[5:]); got != tc.want {
+				t.Fatalf("fatalBody(%s) = %v, want %v", tc.severity, got, tc.want)
+			}
+		})
+	}
+	if fatalBody(nil) || fatalBody([]byte{'S'}) {
+		t.Fatal("fatalBody of a malformed body")
+	}
 }
