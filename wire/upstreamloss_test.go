@@ -252,7 +252,7 @@ func TestUpstreamRestart(t *testing.T) {
 		_, err := extClient.queryInt(ctx, `SELECT 1::int8 FROM pg_sleep($1::float8)`, 60.0)
 		extInflight <- err
 	}()
-	time.Sleep(time.Second)
+	waitSleeping(t, ctx, pg.DSN, 2)
 	if err := pg.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -426,7 +426,7 @@ func TestUpstreamRestart(t *testing.T) {
 	t.Run("cancel-after-reconnect", func(t *testing.T) {
 		errc := make(chan error, 1)
 		go func() {
-			time.Sleep(time.Second)
+			waitSleeping(t, ctx, pg.DSN, 1)
 			cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer ccancel()
 			errc <- txConn.PgConn().CancelRequest(cctx)
@@ -439,6 +439,29 @@ func TestUpstreamRestart(t *testing.T) {
 			t.Fatalf("cancelled forwarded statement: %v, want %s", err, CodeQueryCanceled)
 		}
 	})
+}
+
+// waitSleeping waits until n statements run pg_sleep on the server at dsn,
+// so that they are in flight there.
+func waitSleeping(t *testing.T, ctx context.Context, dsn string, n int) {
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer c.Close(context.Background())
+	for {
+		var got int
+		err := c.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%pg_sleep(%' AND pid <> pg_backend_pid()`).Scan(&got)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		if got >= n {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func TestTxExit(t *testing.T) {
