@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"time"
@@ -64,6 +65,7 @@ func newSwitchCmd(kind string) *cobra.Command {
 			if !asJSON {
 				o.Out = cmd.OutOrStdout()
 			}
+			o.BeforeFlip = testBarrierHold()
 			res, err := cutover.Run(e.ctx, o)
 			if asJSON {
 				if jerr := writeJSON(cmd.OutOrStdout(), res.Event); jerr != nil {
@@ -78,4 +80,23 @@ func newSwitchCmd(kind string) *cobra.Command {
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Second, "give up (and keep the old phase) if the barrier is held this long")
 	cmd.Flags().DurationVar(&maxDirtyAge, "max-dirty-age", 15*time.Second, "the dirty-key log counts as drained when no entry is older than this")
 	return cmd
+}
+
+// testBarrierHold is a test hook: KVPROXY_TEST_BARRIER_HOLD=2s holds the
+// barrier that long before the flip, so that a test can kill a process or
+// stall the KV store while writes are held.
+func testBarrierHold() func(context.Context) error {
+	d, err := time.ParseDuration(os.Getenv("KVPROXY_TEST_BARRIER_HOLD"))
+	if err != nil || d <= 0 {
+		return nil
+	}
+	return func(ctx context.Context) error {
+		fmt.Fprintf(os.Stderr, "test hook: holding the barrier for %s\n", d)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(d):
+			return nil
+		}
+	}
 }

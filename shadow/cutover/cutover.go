@@ -106,7 +106,9 @@ func (o *Options) printf(format string, args ...any) {
 type Result struct {
 	Event    control.Event
 	From, To control.PhaseRecord
-	// Repaired counts dirty keys repaired under the barrier.
+	// CaughtUp counts dirty-key entries repaired before the barrier went
+	// up, Repaired those repaired under it.
+	CaughtUp int
 	Repaired int
 	// Held is how long the barrier was up.
 	Held time.Duration
@@ -305,6 +307,7 @@ func (o *Options) barrier(ctx context.Context, pl plan, res *Result) error {
 	pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
 	_, pre, perr := repairAll(pctx, o, pl, pl.catchUpAge)
 	pcancel()
+	res.CaughtUp = pre
 	if perr != nil && o.Log != nil {
 		o.Log.Warn("catch-up repair before the barrier", "err", perr)
 	}
