@@ -12,6 +12,7 @@ import (
 	pgx4 "github.com/jackc/pgx/v4"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/kvproxy/kvproxy/internal/testenv"
 )
 
@@ -22,6 +23,11 @@ type optRouter struct {
 }
 
 func (r *optRouter) UpstreamOptional(*Session) bool { return r.opt.Load() }
+
+// passOptional relays every session but would keep routed ones.
+type passOptional struct{ passRouter }
+
+func (*passOptional) UpstreamOptional(*Session) bool { return true }
 
 func newOptRouter() *optRouter {
 	r := &optRouter{testRouter: &testRouter{}}
@@ -146,7 +152,20 @@ func TestUpstreamRestart(t *testing.T) {
 	}
 	obs := &lossObserver{}
 	opt := startProxy(t, Config{UpstreamDSN: pg.DSN, Observer: obs}, newOptRouter())
-	plain := startProxy(t, Config{UpstreamDSN: pg.DSN}, &testRouter{})
+	// Sessions that keep today's behaviour: a Router without the
+	// interface, one that says no, and relayed sessions of one that says
+	// yes.
+	optOff := newOptRouter()
+	optOff.opt.Store(false)
+	plains := []struct {
+		name string
+		p    *proxy
+		conn *pgx.Conn
+	}{
+		{name: "no-interface", p: startProxy(t, Config{UpstreamDSN: pg.DSN}, &testRouter{})},
+		{name: "optional-false", p: startProxy(t, Config{UpstreamDSN: pg.DSN}, optOff)},
+		{name: "passthrough", p: startProxy(t, Config{UpstreamDSN: pg.DSN}, &passOptional{})},
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
@@ -196,9 +215,18 @@ func TestUpstreamRestart(t *testing.T) {
 	if _, err := idleTx.Exec(ctx, `INSERT INTO outbox(v) VALUES ('lost')`); err != nil {
 		t.Fatal(err)
 	}
-	plainConn := connect0(t, plain.dsn("", ""))
-	if _, err := plainConn.Exec(ctx, `SELECT 1`); err != nil {
-		t.Fatal(err)
+	// Extended protocol in a transaction lost while idle.
+	raw := dialRaw(t, opt.addr)
+	_ = raw.conn.SetDeadline(time.Now().Add(5 * time.Minute))
+	raw.startup()
+	if got, st := raw.exchange(&pgproto3.Query{String: "BEGIN"}); got != "CZ" || st != 'T' {
+		t.Fatalf("raw BEGIN: %q %c", got, st)
+	}
+	for i := range plains {
+		plains[i].conn = connect0(t, plains[i].p.dsn("", ""))
+		if _, err := plains[i].conn.Exec(ctx, `SELECT 1`); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	// Clients 0 and 1 (v5, v4) run local statements without pause until
@@ -300,6 +328,23 @@ func TestUpstreamRestart(t *testing.T) {
 		}
 	})
 
+	t.Run("extended-lost-transaction", func(t *testing.T) {
+		// As PostgreSQL in a failed transaction: Parse of ROLLBACK is
+		// accepted, anything else gets 25P02; ROLLBACK ends it.
+		got, st := raw.exchange(&pgproto3.Parse{Name: "r", Query: "ROLLBACK"}, &pgproto3.Parse{Name: "x", Query: "SELECT 1"}, &pgproto3.Sync{})
+		if got != "1EZ" || st != 'E' {
+			t.Fatalf("Parse in the lost transaction: %q %c, want \"1EZ\" E", got, st)
+		}
+		got, st = raw.exchange(&pgproto3.Describe{ObjectType: 'S', Name: "r"}, &pgproto3.Bind{PreparedStatement: "r"},
+			&pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{}, &pgproto3.Sync{})
+		if got != "tn2nCZ" || st != 'I' {
+			t.Fatalf("ROLLBACK of the lost transaction: %q %c, want \"tn2nCZ\" I", got, st)
+		}
+		if got, st := raw.exchange(&pgproto3.Query{String: "/*local*/ SELECT 42"}); got != "TDCZ" || st != 'I' {
+			t.Fatalf("local after the rollback: %q %c", got, st)
+		}
+	})
+
 	t.Run("exec-while-down", func(t *testing.T) {
 		// Upstream().Exec from a local statement fails like a forwarded one.
 		_, err := idleConn.Exec(ctx, `/*local*/ OUTBOX $1`, "down")
@@ -352,19 +397,23 @@ func TestUpstreamRestart(t *testing.T) {
 	t.Run("not-opted-in", func(t *testing.T) {
 		// Today's behaviour: the session ends with its upstream, and a new
 		// one cannot start without it.
-		_, err := plainConn.Exec(ctx, `/*local*/ SELECT 42`)
-		if err == nil || !plainConn.IsClosed() {
-			t.Fatalf("plain session after the upstream stopped: err %v, closed %v", err, plainConn.IsClosed())
-		}
-		cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
-		defer ccancel()
-		c, err := pgx.Connect(cctx, plain.dsn("", ""))
-		if err == nil {
-			c.Close(ctx)
-			t.Fatal("plain proxy accepted a session without its upstream")
-		}
-		if code := sqlState(err); code != CodeUnableToConnect && code != CodeCannotConnectNow {
-			t.Fatalf("plain connect while down: %v, want 08001 or 57P03", err)
+		for _, pl := range plains {
+			t.Run(pl.name, func(t *testing.T) {
+				_, err := pl.conn.Exec(ctx, `SELECT 1`)
+				if err == nil || !pl.conn.IsClosed() {
+					t.Fatalf("session after the upstream stopped: err %v, closed %v", err, pl.conn.IsClosed())
+				}
+				cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
+				defer ccancel()
+				c, err := pgx.Connect(cctx, pl.p.dsn("", ""))
+				if err == nil {
+					c.Close(ctx)
+					t.Fatal("proxy accepted a session without its upstream")
+				}
+				if code := sqlState(err); code != CodeUnableToConnect && code != CodeCannotConnectNow {
+					t.Fatalf("connect while down: %v, want 08001 or 57P03", err)
+				}
+			})
 		}
 	})
 
@@ -392,6 +441,11 @@ func TestUpstreamRestart(t *testing.T) {
 			if pid == pids[c] {
 				t.Fatalf("%s: upstream backend pid %d unchanged after the restart", c.name, pid)
 			}
+		}
+		// The statement parsed while the transaction was lost is prepared
+		// upstream when first forwarded.
+		if got, st := raw.exchange(&pgproto3.Bind{PreparedStatement: "r"}, &pgproto3.Execute{}, &pgproto3.Sync{}); got != "2NCZ" || st != 'I' {
+			t.Fatalf("ROLLBACK forwarded after the restart: %q %c, want \"2NCZ\" I", got, st)
 		}
 		if _, err := extClient.checkForward(ctx, 12); err != nil {
 			t.Fatal(err)
@@ -439,6 +493,33 @@ func TestUpstreamRestart(t *testing.T) {
 			t.Fatalf("cancelled forwarded statement: %v, want %s", err, CodeQueryCanceled)
 		}
 	})
+}
+
+// exchange sends msgs and reads up to ReadyForQuery: the message types and
+// the transaction status.
+func (r *rawConn) exchange(msgs ...pgproto3.FrontendMessage) (string, byte) {
+	r.t.Helper()
+	for _, m := range msgs {
+		r.fe.Send(m)
+	}
+	if err := r.fe.Flush(); err != nil {
+		r.t.Fatal(err)
+	}
+	var seen []byte
+	for {
+		m, err := r.fe.Receive()
+		if err != nil {
+			r.t.Fatalf("receive (seen %q): %v", seen, err)
+		}
+		b, _ := m.Encode(nil)
+		seen = append(seen, b[0])
+		if e, ok := m.(*pgproto3.ErrorResponse); ok {
+			r.t.Logf("error: %s %s", e.Code, e.Message)
+		}
+		if z, ok := m.(*pgproto3.ReadyForQuery); ok {
+			return string(seen), z.TxStatus
+		}
+	}
 }
 
 // waitSleeping waits until n statements run pg_sleep on the server at dsn,
