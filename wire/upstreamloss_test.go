@@ -10,9 +10,11 @@ import (
 	"time"
 
 	pgx4 "github.com/jackc/pgx/v4"
+	pgxpool4 "github.com/jackc/pgx/v4/pgxpool"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/kvproxy/kvproxy/internal/testenv"
 )
 
@@ -236,7 +238,37 @@ func TestUpstreamRestart(t *testing.T) {
 	var loadMu sync.Mutex
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	for _, c := range clients[:2] {
+	// And pools, as lakeFS uses them (pgx v4), and pgx v5's (which pings
+	// connections idle for more than a second before handing them out).
+	pool5, err := pgxpool.New(ctx, opt.dsn("", "pool_max_conns=3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool5.Close)
+	pool4, err := pgxpool4.Connect(ctx, opt.dsn("", "pool_max_conns=3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool4.Close)
+	load := append([]*lossClient{}, clients[:2]...)
+	for i := 0; i < 3; i++ {
+		load = append(load, &lossClient{name: fmt.Sprintf("pool-v5-%d", i),
+			queryInt: func(ctx context.Context, sql string, args ...any) (int64, error) {
+				var v int64
+				err := pool5.QueryRow(ctx, sql, args...).Scan(&v)
+				return v, err
+			},
+			exec: func(ctx context.Context, sql string) error { _, err := pool5.Exec(ctx, sql); return err },
+		}, &lossClient{name: fmt.Sprintf("pool-v4-%d", i),
+			queryInt: func(ctx context.Context, sql string, args ...any) (int64, error) {
+				var v int64
+				err := pool4.QueryRow(ctx, sql, args...).Scan(&v)
+				return v, err
+			},
+			exec: func(ctx context.Context, sql string) error { _, err := pool4.Exec(ctx, sql); return err },
+		})
+	}
+	for _, c := range load {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
