@@ -199,11 +199,10 @@
 //     upstream backend the session uses at that moment.
 //
 // Relayed sessions (Passthrough) are never kept: there the client talks to
-// PostgreSQL directly and sees what PostgreSQL does. Limits: a loss during
-// COPY FROM STDIN still ends the session (08006); a Router must not ignore
-// an 08006 from Upstream().Exec inside a pipeline with forwarded messages
-// in flight (their responses are gone with the connection; the error is
-// what the client must get for them).
+// PostgreSQL directly and sees what PostgreSQL does. Limit: a Router must
+// not ignore an 08006 from Upstream().Exec inside a pipeline with
+// forwarded messages in flight (their responses are gone with the
+// connection; the error is what the client must get for them).
 //
 // # Limits and lifecycle
 //

@@ -92,6 +92,7 @@ type routed struct {
 	inExt      bool // the client sent extended messages since its last Sync
 	m          *pgtype.Map
 	body       []byte
+	copyBuf    []byte // COPY data on its way upstream (UpstreamOptional)
 	execN      int
 }
 
@@ -832,7 +833,18 @@ func (s *Session) copyIn() error {
 		default:
 			return fmt.Errorf("%w: unexpected message type %q during COPY", ErrBadMessage, typ)
 		}
-		if err := relayMessage(s.up.w, s.cr, typ, n); err != nil {
+		if s.upOptional.Load() {
+			// Whole messages, so that a lost upstream leaves the client
+			// side at a message boundary (the session goes on).
+			b, err := readBody(s.cr, s.rt.copyBuf, n)
+			if err != nil {
+				return err
+			}
+			s.rt.copyBuf = b
+			if err := s.upWrite(typ, b); err != nil {
+				return err
+			}
+		} else if err := relayMessage(s.up.w, s.cr, typ, n); err != nil {
 			return err
 		}
 		if typ == 'c' || typ == 'f' {

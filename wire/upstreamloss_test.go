@@ -554,6 +554,18 @@ func (r *rawConn) exchange(msgs ...pgproto3.FrontendMessage) (string, byte) {
 	}
 }
 
+// exchangeUntil sends msgs and reads up to a message of type typ.
+func (r *rawConn) exchangeUntil(typ byte, msgs ...pgproto3.FrontendMessage) (string, error) {
+	r.t.Helper()
+	for _, m := range msgs {
+		r.fe.Send(m)
+	}
+	if err := r.fe.Flush(); err != nil {
+		return "", err
+	}
+	return string(r.until(typ)), nil
+}
+
 // waitSleeping waits until n statements run pg_sleep on the server at dsn,
 // so that they are in flight there.
 func waitSleeping(t *testing.T, ctx context.Context, dsn string, n int) {
@@ -625,5 +637,63 @@ func TestFatalBody(t *testing.T) {
 	}
 	if fatalBody(nil) || fatalBody([]byte{'S'}) {
 		t.Fatal("fatalBody of a malformed body")
+	}
+}
+
+// TestUpstreamLossCopy: the upstream backend is terminated while the
+// client is in COPY FROM STDIN; the COPY fails with 08006, the session goes
+// on, and the next forwarded statement runs on a new backend.
+func TestUpstreamLossCopy(t *testing.T) {
+	dsn := testenv.PostgresDB(t)
+	ctx := ctxT(t)
+	admin := connect0(t, dsn)
+	if _, err := admin.Exec(ctx, `CREATE TABLE c (v int)`); err != nil {
+		t.Fatal(err)
+	}
+	p := startProxy(t, Config{UpstreamDSN: dsn}, newOptRouter())
+	raw := dialRaw(t, p.addr)
+	raw.startup()
+	pidOf := func() string {
+		t.Helper()
+		raw.fe.Send(&pgproto3.Query{String: "SELECT pg_backend_pid()"})
+		if err := raw.fe.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		pid := ""
+		for {
+			m, err := raw.fe.Receive()
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch m := m.(type) {
+			case *pgproto3.DataRow:
+				pid = string(m.Values[0])
+			case *pgproto3.ReadyForQuery:
+				return pid
+			}
+		}
+	}
+	before := pidOf()
+	if got, _ := raw.exchangeUntil('G', &pgproto3.Query{String: "COPY c FROM STDIN"}); got != "G" {
+		t.Fatalf("COPY start: %q", got)
+	}
+	if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend($1::int)`, before); err != nil {
+		t.Fatal(err)
+	}
+	// Let the proxy see the FATAL before the data goes out.
+	time.Sleep(200 * time.Millisecond)
+	got, st := raw.exchange(&pgproto3.CopyData{Data: []byte("1\n")}, &pgproto3.CopyDone{})
+	if got != "EZ" || st != 'I' {
+		t.Fatalf("COPY after the loss: %q %c, want \"EZ\" I", got, st)
+	}
+	if got, st := raw.exchange(&pgproto3.Query{String: "/*local*/ SELECT 42"}); got != "TDCZ" || st != 'I' {
+		t.Fatalf("local after the loss: %q %c", got, st)
+	}
+	if after := pidOf(); after == before || after == "" {
+		t.Fatalf("backend pid %q after the loss, before %q", after, before)
+	}
+	var n int
+	if err := admin.QueryRow(ctx, `SELECT count(*) FROM c`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("rows of the failed COPY: %d %v", n, err)
 	}
 }
