@@ -52,6 +52,11 @@ func (r *Router) routeDualWrite(p *translate.Plan) wire.Handler {
 		case translate.TxRollback:
 			return wire.ForwardInspect(r.dwRollback)
 		default:
+			if !p.Tx.ReadOnly {
+				// A read-write transaction is a writer from its BEGIN (see
+				// Router.transaction).
+				return wire.ForwardHooks(r.dwBeginWrite, r.dwBegin)
+			}
 			return wire.ForwardInspect(r.dwBegin)
 		}
 	case translate.Unsupported:
@@ -74,12 +79,20 @@ func (r *Router) routeDualWrite(p *translate.Plan) wire.Handler {
 	return wire.Forward()
 }
 
+func (r *Router) dwBeginWrite(ctx context.Context, sess *wire.Session) error {
+	return r.opt.Gate.BeginTx(ctx, state(sess))
+}
+
 func (r *Router) dwBegin(_ context.Context, sess *wire.Session, res *wire.Inspected) error {
-	if res.Err == nil {
-		st := state(sess)
-		st.inTx, st.pending = true, nil
-		sess.SetTxStatus(0) // the upstream's transaction status again
+	st := state(sess)
+	if res.Err != nil {
+		if !st.inTx {
+			r.opt.Gate.EndWrite(st)
+		}
+		return nil
 	}
+	st.inTx, st.pending = true, nil
+	sess.SetTxStatus(0) // the upstream's transaction status again
 	return nil
 }
 

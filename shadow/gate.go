@@ -243,7 +243,24 @@ func (g *Gate) AcquireLock(ctx context.Context, st *session) error {
 	if st.lockCounted {
 		return nil
 	}
+	if g.stage >= 1 && st.writing && !st.wrote {
+		// A read-write transaction that has not written yet (the branch
+		// locker's) must not hold up the drain while it waits here: it
+		// leaves the writers, and rejoins them, checked, once admitted.
+		delete(g.writers, st)
+		st.writing = false
+		g.evaluateLocked()
+		defer func() {
+			if g.checkLocked(st) == nil {
+				st.writing = true
+				g.writers[st] = struct{}{}
+			}
+		}()
+	}
 	if err := g.wait(ctx, "advisory lock", func() bool { return g.stage >= 1 }); err != nil {
+		return err
+	}
+	if err := g.checkLocked(st); err != nil {
 		return err
 	}
 	st.lockCounted = true
@@ -268,6 +285,18 @@ func (g *Gate) ReleaseLock(st *session) {
 // one is refused with 40001 when st routed under an older epoch, the
 // instance's lease expired, or the transaction was doomed by a drain.
 func (g *Gate) BeginWrite(ctx context.Context, st *session) error {
+	if err := g.BeginTx(ctx, st); err != nil {
+		return err
+	}
+	g.mu.Lock()
+	st.wrote = true
+	g.mu.Unlock()
+	return nil
+}
+
+// BeginTx admits a read-write transaction at its BEGIN: it counts as a
+// writer from then on (see BeginWrite), without having written.
+func (g *Gate) BeginTx(ctx context.Context, st *session) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if !st.writing {
@@ -303,7 +332,7 @@ func (g *Gate) checkLocked(st *session) error {
 	switch {
 	case st.doomed:
 		return wire.Errorf("40001", "kvproxy: this transaction was open when a phase switch needed it finished; retry it")
-	case st.epoch != v.epoch:
+	case st.epoch != v.epoch && !sameRouting(st.phase, v.phase):
 		return wire.Errorf("40001", "kvproxy: the phase changed to %s (epoch %d) during this transaction; retry it", v.phase, v.epoch)
 	case g.Fresh != nil && !g.Fresh():
 		return wire.Errorf("40001", "kvproxy cannot accept ref-store writes right now, retry: %v",
@@ -344,7 +373,7 @@ func (g *Gate) Background(ctx context.Context) (bctx context.Context, done func(
 func (g *Gate) EndWrite(st *session) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	st.doomed, st.committing = false, false
+	st.doomed, st.committing, st.wrote = false, false, false
 	if !st.writing {
 		return
 	}
@@ -381,4 +410,13 @@ func (g *Gate) Status() GateStatus {
 		s.Barrier = g.barrier.ID
 	}
 	return s
+}
+
+// sameRouting reports whether a transaction routed under phase a can
+// finish under phase b: kv-primary and kv-only answer ref-store statements
+// alike (from KV, with compare-and-set); only the mirror to PostgreSQL
+// differs, and a mirror after finalize is harmless.
+func sameRouting(a, b string) bool {
+	kv := func(p string) bool { return p == control.KVPrimary || p == control.KVOnly }
+	return a == b || kv(a) && kv(b)
 }

@@ -116,8 +116,8 @@ func TestGateBarrierStages(t *testing.T) {
 	if err := <-newWrite; sqlstate(err) != "40001" {
 		t.Fatalf("waiting write after the flip: %v, want 40001", err)
 	}
-	if err := <-newLock; err != nil {
-		t.Fatalf("waiting lock after the flip: %v", err)
+	if err := <-newLock; sqlstate(err) != "40001" {
+		t.Fatalf("waiting lock after the flip: %v, want 40001 (its session routed under epoch 1)", err)
 	}
 	if !g.reroute(late) || late.phase != control.KVPrimary {
 		t.Fatalf("reroute: session at %s/%d", late.phase, late.epoch)
@@ -236,4 +236,46 @@ func TestGateBackgroundRounds(t *testing.T) {
 	if err := <-started; err != nil {
 		t.Fatalf("round after the flip: %v", err)
 	}
+}
+
+// A read-write transaction counts as a writer from BEGIN, but one that has
+// not written and waits for an advisory lock (the branch locker's) does not
+// hold up the drain; after the flip its lock gets 40001 and is retried.
+func TestGateReadWriteTransactions(t *testing.T) {
+	ctx := context.Background()
+	g, acks := newTestGate(t)
+	data, locker := sessionAt(g), sessionAt(g)
+	if err := g.BeginTx(ctx, data); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.BeginTx(ctx, locker); err != nil {
+		t.Fatal(err)
+	}
+	g.Update(barrierRec("b7"))
+	lockErr := make(chan error, 1)
+	go func() { lockErr <- g.AcquireLock(ctx, locker) }()
+	expectNoAck(t, acks) // the data transaction is still open
+	if err := g.BeginWrite(ctx, data); err != nil {
+		t.Fatalf("write of a transaction begun before the barrier: %v", err)
+	}
+	if err := g.CheckCommit(data); err != nil {
+		t.Fatal(err)
+	}
+	g.EndWrite(data)
+	expectAck(t, acks, "b7")
+	g.Update(control.PhaseRecord{Phase: control.KVPrimary, Epoch: 2})
+	if err := <-lockErr; sqlstate(err) != "40001" {
+		t.Fatalf("lock of a transaction begun before the flip: %v, want 40001", err)
+	}
+	// Begun under dual-write, a transaction cannot go on under kv-primary,
+	// but kv-primary and kv-only route alike.
+	kp := sessionAt(g)
+	if err := g.BeginTx(ctx, kp); err != nil {
+		t.Fatal(err)
+	}
+	g.Update(control.PhaseRecord{Phase: control.KVOnly, Epoch: 3})
+	if err := g.BeginWrite(ctx, kp); err != nil {
+		t.Fatalf("kv-primary transaction after finalize: %v", err)
+	}
+	g.EndWrite(kp)
 }

@@ -130,6 +130,7 @@ type session struct {
 	writing     bool // the transaction has written (counted by the gate)
 	doomed      bool // a drain gave up on the transaction
 	committing  bool // past CheckCommit: a drain waits for it
+	wrote       bool // a ref-store write ran (BeginWrite), not only BEGIN
 	lockCounted bool // the session holds or awaits advisory locks (counted)
 	holdsLocks  bool // a forwarded advisory lock succeeded in this transaction
 	// kv-primary: keys written by the open transaction, to mirror.
@@ -394,6 +395,15 @@ func (r *Router) transaction(ctx context.Context, sess *wire.Session, st *sessio
 	case translate.TxBegin, translate.TxStart:
 		if st.inTx { // BEGIN inside a transaction only warns in PostgreSQL
 			return p.Command(), nil
+		}
+		if !p.Tx.ReadOnly {
+			// A read-write transaction is a writer from its BEGIN: a
+			// switch's barrier holds it here, or waits for it to finish,
+			// rather than refusing its first write (lakeFS 0.68 ignores
+			// some errors of a transaction's first statement).
+			if err := r.opt.Gate.BeginTx(ctx, st); err != nil {
+				return "", err
+			}
 		}
 		st.inTx, st.failed, st.readOnly = true, false, p.Tx.ReadOnly
 		st.beginSQL, st.upBegun = p.SQL, false
