@@ -88,16 +88,25 @@ func NewRouter(opt RouterOptions) *Router {
 }
 
 var (
-	_ wire.Router        = (*Router)(nil)
-	_ wire.SessionOpener = (*Router)(nil)
-	_ wire.Passthrough   = (*Router)(nil)
-	_ wire.Rerouter      = (*Router)(nil)
+	_ wire.Router           = (*Router)(nil)
+	_ wire.SessionOpener    = (*Router)(nil)
+	_ wire.Passthrough      = (*Router)(nil)
+	_ wire.Rerouter         = (*Router)(nil)
+	_ wire.UpstreamOptional = (*Router)(nil)
 )
 
 // Passthrough makes sessions that start in phase passthrough pure relays,
 // the fast path of the wire layer.
 func (r *Router) Passthrough(sess *wire.Session) bool {
 	return state(sess).phase == control.Passthrough
+}
+
+// UpstreamOptional lets a session outlive its upstream connection in the
+// phases where ref-store statements are answered from KV: a PostgreSQL
+// restart then reaches only statements that need PostgreSQL.
+func (r *Router) UpstreamOptional(sess *wire.Session) bool {
+	ph := state(sess).phase
+	return ph == control.KVPrimary || ph == control.KVOnly
 }
 
 // Reroute has a session route again at its next idle point once the epoch
@@ -415,6 +424,12 @@ func (r *Router) transaction(ctx context.Context, sess *wire.Session, st *sessio
 			return "COMMIT", nil
 		}
 		tx, failed, readOnly := st.tx, st.failed, st.readOnly
+		if st.upBegun && sess.TxStatus() == 'E' {
+			// The upstream side of the transaction was lost (PostgreSQL
+			// restarted): the whole transaction rolls back, as it would
+			// have on PostgreSQL.
+			failed, st.failReason = true, "the upstream transaction was lost"
+		}
 		st.tx = nil
 		defer func() {
 			r.endTx(ctx, st)

@@ -1,6 +1,7 @@
 package legacy
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -805,6 +806,9 @@ type RunConfig struct {
 	// Tolerant: see WorkloadConfig.Tolerant. Use it while switching
 	// migration phases under load; RunResult.Failures lists what failed.
 	Tolerant bool
+	// Prefix starts the client names (default "c"), so that two runs
+	// against one database keep apart repositories.
+	Prefix string
 }
 
 func (cfg RunConfig) dsnFor(i int) string {
@@ -890,7 +894,7 @@ func RunConcurrent(ctx context.Context, cfg RunConfig) (*RunResult, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			w := NewWorkload(c, ledger, WorkloadConfig{Seed: cfg.Seed + int64(i), Name: fmt.Sprintf("c%d", i), SharedRepo: sharedID, Tolerant: cfg.Tolerant})
+			w := NewWorkload(c, ledger, WorkloadConfig{Seed: cfg.Seed + int64(i), Name: fmt.Sprintf("%s%d", cmp.Or(cfg.Prefix, "c"), i), SharedRepo: sharedID, Tolerant: cfg.Tolerant})
 			err := w.Setup(ctx)
 			if err == nil {
 				err = w.Run(ctx, cfg.Steps)
