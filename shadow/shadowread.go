@@ -34,10 +34,12 @@ import (
 
 // confirmDelays space the re-reads of a difference before it counts: the
 // secondary store's mirror (or, in kv-primary, PostgreSQL's) may be a few
-// hundred milliseconds behind under load. Confirmation runs in the
+// hundred milliseconds behind under load, and after an outage of the
+// secondary as far behind as the repairer's minimum age (5 s in
+// kv-primary). Confirmation runs in the
 // background, so the wait costs the client nothing.
 var confirmDelays = []time.Duration{20 * time.Millisecond, 60 * time.Millisecond, 150 * time.Millisecond, 300 * time.Millisecond,
-	600 * time.Millisecond, 1200 * time.Millisecond, 2500 * time.Millisecond}
+	600 * time.Millisecond, 1200 * time.Millisecond, 2500 * time.Millisecond, 5 * time.Second}
 
 func (r *Router) shadowRead(p *translate.Plan) wire.InspectFunc {
 	return func(ctx context.Context, sess *wire.Session, res *wire.Inspected) error {
@@ -87,7 +89,7 @@ func (r *Router) confirmLater(st *session, p *translate.Plan, params wire.Params
 	tsess := st.tsess
 	go func() {
 		defer func() { <-r.confirmSem }()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		diff, err := r.confirm(ctx, &session{tsess: tsess}, p, params, first != "")
 		if err != nil {
