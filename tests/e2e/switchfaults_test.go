@@ -1,0 +1,162 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kvproxy/kvproxy/internal/testenv"
+	"github.com/kvproxy/kvproxy/kv/kvtest"
+	"github.com/kvproxy/kvproxy/shadow/control"
+	"github.com/kvproxy/kvproxy/tests/legacy"
+)
+
+// startSwitch starts `kvproxy <kind>` with the barrier held for hold before
+// the flip (test hook), and returns once the barrier is up.
+func (m *migration) startSwitch(kind string, hold time.Duration) (*exec.Cmd, *strings.Builder) {
+	m.t.Helper()
+	cmd := exec.Command(testenv.ProxyBinary(m.t), append([]string{kind}, m.kvArgs()...)...)
+	cmd.Env = append(os.Environ(), "KVPROXY_TEST_BARRIER_HOLD="+hold.String())
+	out := &strings.Builder{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		m.t.Fatal(err)
+	}
+	m.t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		if m.phase().Barrier != nil {
+			return cmd, out
+		}
+		if time.Now().After(deadline) {
+			m.t.Fatalf("no barrier after a minute:\n%s", out.String())
+		}
+	}
+}
+
+// startTolerantLoad runs clients that may see errors (those of a proxy that
+// is killed under them) and reports their result on the returned channel.
+func startTolerantLoad(ctx context.Context, dsn string, clients int, seed int64) (stop context.CancelFunc, done chan *legacy.RunResult) {
+	lctx, cancel := context.WithCancel(ctx)
+	done = make(chan *legacy.RunResult, 1)
+	go func() {
+		res, _ := legacy.RunConcurrent(lctx, legacy.RunConfig{DSN: dsn, Clients: clients, Seed: seed, Version: legacy.V068, Tolerant: true, Prefix: "t"})
+		done <- res
+	}()
+	return cancel, done
+}
+
+// Faults during a switch's barrier, on three proxies under load:
+//   - one proxy (not the one driving) is killed with SIGKILL while the
+//     barrier holds writes: the switch completes without it (it had
+//     acknowledged) or aborts cleanly, and its clients, whose connection
+//     string lists another proxy after it, go on through that one;
+//   - the process driving the switch is killed while it holds the barrier:
+//     the instances let writes go on after the barrier's deadline, the phase
+//     stays, and the next switch succeeds.
+//
+// In both, every write acknowledged to the strict clients (on the proxies
+// that stay up) is present afterwards and nothing else failed.
+func TestSwitchFaults(t *testing.T) {
+	for _, driver := range []string{"postgres", "dynamodb"} {
+		t.Run(driver, func(t *testing.T) {
+			ctx := testCtx(t, 10*time.Minute)
+			m := &migration{t: t, ctx: ctx, driver: driver, kvDSN: kvtest.ProcessDSN(t, driver), upstream: legacyDB(t)}
+			args := append([]string{"--phase", "dual-write"}, m.kvArgs()...)
+			env := []string{"KVPROXY_TEST_LEASE_TTL=3s"}
+			for range 3 {
+				m.proxies = append(m.proxies, testenv.StartProxyEnv(t, env, args...))
+			}
+			victim := m.proxies[2]
+			strict := m.proxies[:2]
+			m.run("backfill")
+			m.run("verify")
+
+			// Strict load on the two proxies that stay up.
+			all := m.proxies
+			m.proxies = strict
+			m.startLoad(8, 31)
+			m.proxies = all
+			// Tolerant load through the victim, falling back to proxy 0.
+			fallback := "postgres://kvproxy@" + victim.Addr + "," + strict[0].Addr + "/kvproxy?sslmode=disable"
+			stopTolerant, tolerantDone := startTolerantLoad(ctx, fallback, 4, 32)
+			time.Sleep(3 * time.Second)
+
+			// 1. Kill a proxy during the barrier.
+			sw, out := m.startSwitch("cutover", 2*time.Second)
+			time.Sleep(300 * time.Millisecond) // past the acknowledgements
+			victim.Kill()
+			err := sw.Wait()
+			rec := m.phase()
+			switch {
+			case rec.Barrier != nil:
+				t.Fatalf("barrier left up after the switch ended (%v):\n%s", err, out)
+			case err == nil && rec.Phase != control.KVPrimary, err != nil && rec.Phase != control.DualWrite:
+				t.Fatalf("switch ended with %v but the phase is %s:\n%s", err, rec, out)
+			}
+			t.Logf("cutover with a proxy killed under the barrier: err=%v, phase %s\n%s", err, rec, tail(out.String(), 8))
+			m.proxies = strict
+			if rec.Phase != control.KVPrimary {
+				time.Sleep(4 * time.Second) // the victim's lease runs out
+				t.Log(m.switchPhase("cutover", control.KVPrimary))
+			}
+			time.Sleep(2 * time.Second)
+
+			// 2. Kill the driving process while it holds the barrier.
+			sw, out = m.startSwitch("rollback", time.Minute)
+			held := time.Now()
+			_ = sw.Process.Signal(syscall.SIGKILL)
+			_ = sw.Wait()
+			if rec := m.phase(); rec.Phase != control.KVPrimary || rec.Barrier == nil {
+				t.Fatalf("after killing the driver the phase record is %s, want kv-primary with its barrier still up", rec)
+			}
+			// Writes resume by themselves after the deadline (5 s) and
+			// its grace (2 s); the strict clients wait at most 6 s per
+			// write, then retry their 40001.
+			time.Sleep(9*time.Second - time.Since(held))
+			t.Log(m.switchPhase("rollback", control.DualWrite))
+			time.Sleep(2 * time.Second)
+
+			m.finishLoad()
+			stopTolerant()
+			tres := <-tolerantDone
+			if err := m.res.Ledger.Verify(ctx, strict[0].DSN); err != nil {
+				t.Fatalf("an acknowledged write is missing: %v\n%s", err, m.logTails())
+			}
+			if tres == nil || tres.Total == 0 {
+				t.Fatal("the clients of the killed proxy completed nothing")
+			}
+			if err := tres.Ledger.Verify(ctx, strict[0].DSN); err != nil {
+				t.Fatalf("the killed proxy's clients lost an acknowledged write: %v", err)
+			}
+			var connErrs, other int
+			for _, f := range tres.Failures {
+				if isConnectionError(f) {
+					connErrs++
+				} else {
+					other++
+					t.Logf("tolerated failure: %v", f)
+				}
+			}
+			t.Logf("strict: %d flows; through the killed proxy: %d flows, %d connection errors, %d other tolerated outcomes",
+				m.res.Total, tres.Total, connErrs, other)
+		})
+	}
+}
+
+func isConnectionError(err error) bool {
+	if errors.Is(err, context.Canceled) {
+		return true
+	}
+	s := err.Error()
+	for _, m := range []string{"conn closed", "unexpected EOF", "connection reset", "broken pipe", "connection refused", "FATAL", "closed pool", "failed to connect"} {
+		if strings.Contains(s, m) {
+			return true
+		}
+	}
+	return false
+}
