@@ -34,14 +34,23 @@ func benchTargets() []benchTarget {
 			return p.DSN
 		}})
 	}
-	// The migration phases in front of PostgreSQL: passthrough (a relay)
-	// and dual-write (PostgreSQL authoritative, mirrored to each KV driver).
+	// The migration phases in front of PostgreSQL: passthrough (a relay),
+	// dual-write (PostgreSQL authoritative, mirrored to each KV driver) and
+	// kv-primary.
 	targets = append(targets, benchTarget{"passthrough", func(b *testing.B) string {
 		return testenv.StartProxy(b, "--phase", "passthrough", "--upstream", freshDB(b), "--kv-driver", "mem").DSN
 	}})
 	for _, driver := range []string{"local", "postgres", "dynamodb"} {
 		targets = append(targets, benchTarget{"dual-write-" + driver, func(b *testing.B) string {
 			p := testenv.StartProxy(b, "--phase", "dual-write", "--upstream", freshDB(b),
+				"--kv-driver", driver, "--kv-dsn", kvtest.ProcessDSN(b, driver))
+			return p.DSN
+		}})
+	}
+	// kv-primary: KV authoritative, mirrored to PostgreSQL.
+	for _, driver := range []string{"local", "postgres", "dynamodb"} {
+		targets = append(targets, benchTarget{"kv-primary-" + driver, func(b *testing.B) string {
+			p := testenv.StartProxy(b, "--phase", "kv-primary", "--upstream", freshDB(b),
 				"--kv-driver", driver, "--kv-dsn", kvtest.ProcessDSN(b, driver))
 			return p.DSN
 		}})
