@@ -349,15 +349,7 @@ func (k *kvStatement) Execute(ctx context.Context, sess *wire.Session, params wi
 		k.r.opt.Log.Debug("statement failed", "shape", k.p.Shape.String(), "route", "kv", "err", err)
 	}
 	if m := k.r.opt.Metrics; m != nil {
-		outcome := "ok"
-		var pe *pgconn.PgError
-		switch {
-		case errors.As(err, &pe) && pe.Code == "40001":
-			outcome = "conflict"
-		case err != nil:
-			outcome = "error"
-		}
-		m.Statements.WithLabelValues(k.p.Shape.String(), "kv", outcome).Inc()
+		m.Statements.WithLabelValues(k.p.Shape.String(), "kv", outcomeOf(err)).Inc()
 		m.StatementSeconds.WithLabelValues("kv").Observe(time.Since(start).Seconds())
 	}
 	return tag, err
@@ -717,6 +709,18 @@ func (r *Router) countRefTable(ctx context.Context, table string) (int64, error)
 		}
 	}
 	return n, nil
+}
+
+// outcomeOf is the outcome label of a statement's error.
+func outcomeOf(err error) string {
+	var pe *pgconn.PgError
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.As(err, &pe) && pe.Code == "40001":
+		return "conflict"
+	}
+	return "error"
 }
 
 // translateErr gives refstore commit outcomes their SQLSTATE.

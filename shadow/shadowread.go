@@ -43,6 +43,16 @@ var confirmDelays = []time.Duration{20 * time.Millisecond, 60 * time.Millisecond
 
 func (r *Router) shadowRead(p *translate.Plan) wire.InspectFunc {
 	return func(ctx context.Context, sess *wire.Session, res *wire.Inspected) error {
+		if m := r.opt.Metrics; m != nil {
+			outcome := "ok"
+			switch {
+			case res.Err != nil && res.Err.Code == "40001":
+				outcome = "conflict"
+			case res.Err != nil:
+				outcome = "error"
+			}
+			m.Statements.WithLabelValues(p.Shape.String(), "upstream", outcome).Inc()
+		}
 		if res.Err != nil || r.opt.ShadowReadFraction <= 0 || rand.Float64() >= r.opt.ShadowReadFraction {
 			return nil
 		}
