@@ -68,6 +68,25 @@ func TestShadowReadsCompareStores(t *testing.T) {
 		{sql: legacy.SQLB2Create, args: []any{"shadowed", "main", "tok", "c-in-both"}},
 		{sql: legacy.SQLCommit, wantTag: "COMMIT"},
 	})
+	// The repairer re-copies every logged key from PostgreSQL; the change
+	// behind the proxy's back must come after it is done with the branch.
+	up, err := pgx.Connect(ctx, upstream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close(ctx)
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
+		var n int
+		if err := up.QueryRow(ctx, "SELECT count(*) FROM kvproxy.dirty_keys").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the dirty-key log still holds %d keys", n)
+		}
+	}
 	store, err := drivers.Open(ctx, "postgres", kvDSN)
 	if err != nil {
 		t.Fatal(err)
