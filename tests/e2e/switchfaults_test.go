@@ -160,3 +160,57 @@ func isConnectionError(err error) bool {
 	}
 	return false
 }
+
+// The KV server paused (SIGSTOP) while a cutover holds its barrier: the
+// switch cannot finish and gives up, and nothing half-switched remains:
+// the phase stays dual-write (a barrier its driver could not release is
+// ignored after its deadline), writes acknowledged meanwhile are all there,
+// and once the server runs again the next cutover succeeds.
+func TestSwitchWithKVPaused(t *testing.T) {
+	ctx := testCtx(t, 8*time.Minute)
+	d := startDynalite(t)
+	kvDSN := "dynamodb://?endpoint=" + d.endpoint() + "&region=us-east-1&table=kvstore&create_table=true&max_attempts=2&max_backoff=100ms"
+	m := &migration{t: t, ctx: ctx, driver: "dynamodb", kvDSN: kvDSN, upstream: legacyDB(t)}
+	args := append([]string{"--phase", "dual-write", "--shadow-mirror-timeout", "300ms"}, m.kvArgs()...)
+	for range 3 {
+		m.proxies = append(m.proxies, testenv.StartProxyEnv(t, []string{"KVPROXY_TEST_LEASE_TTL=3s"}, args...))
+	}
+	m.run("backfill")
+	m.run("verify")
+	// Tolerant: while the KV store is paused the instances' leases run
+	// out and they refuse writes (40001) until they can vouch for the
+	// phase again; what they acknowledged must survive.
+	stop, done := startTolerantLoad(ctx, m.proxies[0].DSN, 6, 41)
+	time.Sleep(3 * time.Second)
+
+	sw, out := m.startSwitch("cutover", 2*time.Second)
+	_ = d.cmd.Process.Signal(syscall.SIGSTOP)
+	time.Sleep(6 * time.Second)
+	_ = d.cmd.Process.Signal(syscall.SIGCONT)
+	err := sw.Wait()
+	if err == nil {
+		t.Fatalf("the cutover succeeded although the KV store was paused under its barrier:\n%s", out)
+	}
+	if rec := m.phase(); rec.Phase != control.DualWrite {
+		t.Fatalf("after the aborted cutover the phase is %s, want dual-write\n%s", rec, out)
+	}
+	t.Logf("cutover with the KV store paused: %v\n%s", err, tail(out.String(), 6))
+	time.Sleep(3 * time.Second) // leases renewed, any leftover barrier past its deadline
+	t.Log(m.switchPhase("cutover", control.KVPrimary))
+	time.Sleep(2 * time.Second)
+	stop()
+	res := <-done
+	if res == nil || res.Total == 0 {
+		t.Fatal("no flow completed")
+	}
+	if err := res.Ledger.Verify(ctx, m.proxies[0].DSN); err != nil {
+		t.Fatalf("an acknowledged write is missing: %v\n%s", err, m.logTails())
+	}
+	var refused int
+	for _, f := range res.Failures {
+		if strings.Contains(f.Error(), "40001") || strings.Contains(f.Error(), "serializ") {
+			refused++
+		}
+	}
+	t.Logf("%d flows, %d tolerated failures (%d refusals while the instances could not vouch for the phase)", res.Total, len(res.Failures), refused)
+}
