@@ -214,3 +214,70 @@ func TestSwitchWithKVPaused(t *testing.T) {
 	}
 	t.Logf("%d flows, %d tolerated failures (%d refusals while the instances could not vouch for the phase)", res.Total, len(res.Failures), refused)
 }
+
+// An instance cut off from the KV store (test hook) while a cutover runs:
+// it cannot acknowledge, so the switch waits until its lease runs out and
+// completes without it; meanwhile and until it can read the phase record
+// again it refuses ref-store writes (40001), and once healed it follows the
+// new phase.
+func TestSwitchWithPartitionedInstance(t *testing.T) {
+	for _, driver := range []string{"postgres", "dynamodb"} {
+		t.Run(driver, func(t *testing.T) {
+			ctx := testCtx(t, 5*time.Minute)
+			m := &migration{t: t, ctx: ctx, driver: driver, kvDSN: kvtest.ProcessDSN(t, driver), upstream: legacyDB(t)}
+			args := append([]string{"--phase", "dual-write"}, m.kvArgs()...)
+			fault := t.TempDir() + "/partitioned"
+			for i := range 3 {
+				env := []string{"KVPROXY_TEST_LEASE_TTL=3s"}
+				if i == 2 {
+					env = append(env, "KVPROXY_TEST_PARTITION_FILE="+fault)
+				}
+				m.proxies = append(m.proxies, testenv.StartProxyEnv(t, env, args...))
+			}
+			cut := m.proxies[2]
+			m.run("backfill")
+			m.run("verify")
+			m.proxies = m.proxies[:2]
+			m.startLoad(6, 51)
+			if err := os.WriteFile(fault, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			t.Log(m.run("cutover", "--timeout", "10s"))
+			took := time.Since(start)
+			if rec := m.phase(); rec.Phase != control.KVPrimary {
+				t.Fatalf("phase %s after the cutover", rec)
+			}
+			// The cut-off instance refuses writes: it cannot vouch for the
+			// phase (its lease ran out).
+			c, err := legacy.Open(ctx, legacy.Config{DSN: cut.DSN, MaxConns: 1, LockMaxConns: 1, Version: legacy.V068})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_, _, err = c.CreateRepository(ctx, "cut-off", "s3://b/cut-off", "main")
+			if err == nil || !strings.Contains(err.Error(), "40001") && !errors.Is(err, legacy.ErrSerialization) {
+				t.Fatalf("a write through the cut-off instance: %v, want a 40001 refusal", err)
+			}
+			if err := os.Remove(fault); err != nil {
+				t.Fatal(err)
+			}
+			// Healed: it re-reads the phase record and writes again, in
+			// kv-primary.
+			var werr error
+			for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+				if _, _, werr = c.CreateRepository(ctx, "healed", "s3://b/healed", "main"); werr == nil {
+					break
+				}
+			}
+			if werr != nil {
+				t.Fatalf("the healed instance still refuses writes: %v\n%s", werr, tail(cut.Logs(), 20))
+			}
+			m.finishLoad()
+			if err := m.res.Ledger.Verify(ctx, m.proxies[0].DSN); err != nil {
+				t.Fatalf("an acknowledged write is missing: %v", err)
+			}
+			t.Logf("cutover completed in %s without the cut-off instance; it refused writes until healed, then wrote in kv-primary; %d flows through the others", took.Round(time.Millisecond), m.res.Total)
+		})
+	}
+}
