@@ -12,5 +12,5 @@ cd "$(dirname "$0")/../.."
 if [[ -z "${KVPROXY_TEST_PG_DSN:-}" ]]; then
 	exec tests/harness/with-servers.sh bash "$0" "$@"
 fi
-KVPROXY_SWITCH_BENCH=1 go test -count=1 -timeout 20m -run '^TestSwitchWritePause$' -v ./tests/e2e/ |
+SWITCH_BENCH=1 go test -count=1 -timeout 20m -run '^TestSwitchWritePause$' -v ./tests/e2e/ |
 	sed -n '/^write latency seen/,/^target missed\|^--- /p' | grep -v '^--- '
