@@ -22,6 +22,13 @@ import (
 func legacyDB(t *testing.T) string {
 	t.Helper()
 	dsn := testenv.PostgresDB(t)
+	loadLegacySchema(t, dsn)
+	return dsn
+}
+
+// loadLegacySchema creates the legacy ref-store tables in the database dsn.
+func loadLegacySchema(t *testing.T, dsn string) {
+	t.Helper()
 	schema, err := os.ReadFile(filepath.Join(testenv.RepoRoot(t), "tests", "legacy", "schema.sql"))
 	if err != nil {
 		t.Fatal(err)
@@ -36,7 +43,6 @@ func legacyDB(t *testing.T) string {
 	if _, err := conn.Exec(ctx, string(schema)); err != nil {
 		t.Fatalf("load legacy schema: %v", err)
 	}
-	return dsn
 }
 
 // kvStore is how one KV driver is given to a kvproxy process.

@@ -2,12 +2,9 @@ package e2e
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/kvproxy/kvproxy/internal/testenv"
@@ -23,18 +20,7 @@ import (
 func TestKVPrimarySurvivesUpstreamRestart(t *testing.T) {
 	ctx := testCtx(t, 8*time.Minute)
 	pg := testenv.StartPrivatePostgres(t)
-	schema, err := os.ReadFile(filepath.Join(testenv.RepoRoot(t), "tests", "legacy", "schema.sql"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := pgx.Connect(ctx, pg.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.Exec(ctx, string(schema)); err != nil {
-		t.Fatal(err)
-	}
-	conn.Close(ctx)
+	loadLegacySchema(t, pg.DSN)
 	m := &migration{t: t, ctx: ctx, driver: "postgres", kvDSN: kvtest.ProcessDSN(t, "postgres"), upstream: pg.DSN}
 	args := append([]string{"--phase", "kv-primary", "--shadow-read-fraction", "0.2"}, m.kvArgs()...)
 	for range 2 {
