@@ -80,7 +80,7 @@ func startRepairer(ctx context.Context, upstream string, store kv.Store, phase s
 	rs := &repairers{pool: pool, kvLog: kvLog, mirror: toSQL,
 		// MinAge 1s: a mirror takes milliseconds, and a short log keeps a
 		// switch's barrier short (it repairs whatever is logged).
-		toKV:  &dirty.Repairer{Log: outbox, Syncer: toKV, Logger: log, Batch: 1000, Workers: 16, MinAge: time.Second},
+		toKV: &dirty.Repairer{Log: outbox, Syncer: toKV, Logger: log, Batch: 1000, Workers: 16, MinAge: time.Second},
 		// The KV-side log holds intents written before their KV commit:
 		// an entry is left to its writer until the writer must be done
 		// (commit and mirror bounded by mirror_timeout), so that a
