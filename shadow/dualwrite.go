@@ -114,15 +114,9 @@ func (w *dwWrite) Describe(ctx context.Context, sess *wire.Session, paramOIDs []
 func (w *dwWrite) Execute(ctx context.Context, sess *wire.Session, params wire.Params, rw *wire.RowWriter) (string, error) {
 	start := time.Now()
 	tag, err := w.execute(ctx, sess, params, rw)
-	if err != nil {
-		w.r.opt.Log.Debug("statement failed", "shape", w.p.Shape.String(), "route", "dual-write", "err", err)
-	}
-	if m := w.r.opt.Metrics; m != nil {
-		// "both": PostgreSQL now, KV at COMMIT (the mirror is counted
-		// on its own, as shape "mirror").
-		m.Statements.WithLabelValues(w.p.Shape.String(), "both", outcomeOf(err)).Inc()
-		m.StatementSeconds.WithLabelValues("both").Observe(time.Since(start).Seconds())
-	}
+	// "both": PostgreSQL now, KV at COMMIT (the mirror is counted on its
+	// own, as shape "mirror").
+	w.r.observe(w.p, "both", start, err)
 	return tag, err
 }
 

@@ -33,7 +33,7 @@ import (
 
 // logIntent logs keys before their KV commit. Without a KV log (kv-only, or
 // a router built without one) it does nothing.
-func (r *Router) logIntent(ctx context.Context, st *session, keys []dirty.Key) ([]string, error) {
+func (r *Router) logIntent(ctx context.Context, keys []dirty.Key) ([]string, error) {
 	if len(keys) == 0 || r.opt.KVLog == nil || r.opt.Mirror == nil {
 		return nil, nil
 	}
@@ -41,7 +41,6 @@ func (r *Router) logIntent(ctx context.Context, st *session, keys []dirty.Key) (
 	if err != nil {
 		// KV is authoritative: if it cannot take the intent it cannot
 		// take the write either. The client retries.
-		_ = st
 		return nil, wire.Errorf("40001", "kvproxy: the KV store did not accept the write (retry): %v", err)
 	}
 	return refs, nil

@@ -345,14 +345,20 @@ func (k *kvStatement) Describe(_ context.Context, _ *wire.Session, paramOIDs []u
 func (k *kvStatement) Execute(ctx context.Context, sess *wire.Session, params wire.Params, w *wire.RowWriter) (string, error) {
 	start := time.Now()
 	tag, err := k.execute(ctx, sess, params, w)
-	if err != nil {
-		k.r.opt.Log.Debug("statement failed", "shape", k.p.Shape.String(), "route", "kv", "err", err)
-	}
-	if m := k.r.opt.Metrics; m != nil {
-		m.Statements.WithLabelValues(k.p.Shape.String(), "kv", outcomeOf(err)).Inc()
-		m.StatementSeconds.WithLabelValues("kv").Observe(time.Since(start).Seconds())
-	}
+	k.r.observe(k.p, "kv", start, err)
 	return tag, err
+}
+
+// observe records a statement answered by the proxy: its metrics, and its
+// error at debug level (the client got it; the log tells which shape).
+func (r *Router) observe(p *translate.Plan, route string, start time.Time, err error) {
+	if err != nil {
+		r.opt.Log.Debug("statement failed", "shape", p.Shape.String(), "route", route, "err", err)
+	}
+	if m := r.opt.Metrics; m != nil {
+		m.Statements.WithLabelValues(p.Shape.String(), route, outcomeOf(err)).Inc()
+		m.StatementSeconds.WithLabelValues(route).Observe(time.Since(start).Seconds())
+	}
 }
 
 func (k *kvStatement) execute(ctx context.Context, sess *wire.Session, params wire.Params, w *wire.RowWriter) (string, error) {
@@ -443,7 +449,7 @@ func (r *Router) transaction(ctx context.Context, sess *wire.Session, st *sessio
 				_, _ = upstream("ROLLBACK")
 				return "", err
 			}
-			refs, err := r.logIntent(ctx, st, st.kpKeys)
+			refs, err := r.logIntent(ctx, st.kpKeys)
 			if err != nil {
 				tx.Rollback()
 				_, _ = upstream("ROLLBACK")
@@ -554,7 +560,7 @@ func (r *Router) statement(ctx context.Context, st *session, p *translate.Plan, 
 	var refs []string
 	if write && st.phase == control.KVPrimary {
 		keys = dirty.KeysOf(p, args)
-		if refs, err = r.logIntent(ctx, st, keys); err != nil {
+		if refs, err = r.logIntent(ctx, keys); err != nil {
 			return "", err
 		}
 	}
