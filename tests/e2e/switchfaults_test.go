@@ -112,7 +112,7 @@ func TestSwitchFaults(t *testing.T) {
 			_ = sw.Process.Signal(syscall.SIGKILL)
 			_ = sw.Wait()
 			if rec := m.phase(); rec.Phase != control.KVPrimary || rec.Barrier == nil {
-				t.Fatalf("after killing the driver the phase record is %s, want kv-primary with its barrier still up", rec)
+				t.Fatalf("after killing the driver the phase record is %s, want kv-primary with its barrier still up\n%s", rec, out)
 			}
 			// Writes resume by themselves after the deadline (5 s) and
 			// its grace (2 s); the strict clients wait at most 6 s per
