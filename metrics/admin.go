@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -58,6 +59,7 @@ func NewAdmin(reg *prometheus.Registry, log *slog.Logger, checks ...ReadinessChe
 	})
 	a.mux.HandleFunc("GET /readyz", a.readyz)
 	a.routeAPI()
+	a.routeProfiles()
 	a.srv = &http.Server{Handler: a.mux, ReadHeaderTimeout: 10 * time.Second}
 	return a
 }
@@ -93,6 +95,17 @@ func WriteJSON(w http.ResponseWriter, code int, v any) { writeJSON(w, code, v) }
 
 // WriteError answers {"error": msg}, as every admin API endpoint does.
 func WriteError(w http.ResponseWriter, code int, msg string) { writeError(w, code, msg) }
+
+// routeProfiles serves Go's runtime profiles under /debug/pprof/, behind the
+// admin API's token rules: a CPU profile costs the proxy CPU while it runs,
+// and a goroutine dump shows what every session is doing.
+func (a *Admin) routeProfiles() {
+	a.mux.HandleFunc("GET /debug/pprof/", a.authorized(pprof.Index))
+	a.mux.HandleFunc("GET /debug/pprof/cmdline", a.authorized(pprof.Cmdline))
+	a.mux.HandleFunc("GET /debug/pprof/profile", a.authorized(pprof.Profile))
+	a.mux.HandleFunc("GET /debug/pprof/symbol", a.authorized(pprof.Symbol))
+	a.mux.HandleFunc("GET /debug/pprof/trace", a.authorized(pprof.Trace))
+}
 
 // Handle adds a route, for components that expose their own endpoints.
 func (a *Admin) Handle(pattern string, h http.Handler) { a.mux.Handle(pattern, h) }

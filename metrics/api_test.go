@@ -122,6 +122,10 @@ func TestAdminAPIAuthorization(t *testing.T) {
 		{"wildcard without a configured token refuses", "0.0.0.0:0", "", "GET", "/api/v1/status", "", 403},
 		{"wildcard without a configured token refuses any token", "0.0.0.0:0", "", "POST", "/api/v1/verify", "anything", 403},
 		{"wildcard metrics stay open for scrapers", "0.0.0.0:0", token, "GET", "/readyz", "", 200},
+		{"loopback profiles are open", "127.0.0.1:0", token, "GET", "/debug/pprof/goroutine?debug=1", "", 200},
+		{"wildcard profiles need the token", "0.0.0.0:0", token, "GET", "/debug/pprof/heap", "", 401},
+		{"wildcard profiles with the token", "0.0.0.0:0", token, "GET", "/debug/pprof/heap", token, 200},
+		{"wildcard profiles without a configured token refuse", "0.0.0.0:0", "", "GET", "/debug/pprof/", "", 403},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
