@@ -72,6 +72,9 @@ type Config struct {
 	Ranges *RangeStore
 	// Recorder receives every statement's outcome; nil records nothing.
 	Recorder *Recorder
+	// OnStatement, if set, is told how long each statement took as the
+	// client saw it (sent to result read), for latency benchmarks.
+	OnStatement func(id string, elapsed time.Duration)
 }
 
 // Client is one legacy lakeFS process: two pools with the same DSN, DB for
@@ -276,7 +279,9 @@ func mapErr(id string, err error) error {
 
 // exec runs a statement and records its outcome.
 func (q Q) exec(ctx context.Context, id, sql string, args ...interface{}) (pgconn.CommandTag, error) {
+	start := time.Now()
 	tag, err := q.q.Exec(ctx, sql, args...)
+	q.c.timed(id, start)
 	q.c.record(id, sql, args, nil, nil, tag, err)
 	return tag, mapErr(id, err)
 }
@@ -284,8 +289,10 @@ func (q Q) exec(ctx context.Context, id, sql string, args ...interface{}) (pgcon
 // query runs a statement, reads all rows as normalised values and records
 // the outcome.
 func (q Q) query(ctx context.Context, id, sql string, args ...interface{}) ([][]any, error) {
+	start := time.Now()
 	rows, err := q.q.Query(ctx, sql, args...)
 	if err != nil {
+		q.c.timed(id, start)
 		q.c.record(id, sql, args, nil, nil, nil, err)
 		return nil, mapErr(id, err)
 	}
@@ -304,12 +311,19 @@ func (q Q) query(ctx context.Context, id, sql string, args ...interface{}) ([][]
 		out = append(out, row)
 	}
 	rows.Close()
+	q.c.timed(id, start)
 	if cols == nil {
 		cols = columnsOf(rows.FieldDescriptions())
 	}
 	err = rows.Err()
 	q.c.record(id, sql, args, cols, out, rows.CommandTag(), err)
 	return out, mapErr(id, err)
+}
+
+func (c *Client) timed(id string, start time.Time) {
+	if c.cfg.OnStatement != nil {
+		c.cfg.OnStatement(id, time.Since(start))
+	}
 }
 
 // queryOne is scany's Get: exactly the first row, ErrNotFound when none.
