@@ -47,6 +47,9 @@ type actionEnv struct {
 	// verify jobs with their live progress), and its backfill source shows
 	// a backfill running here as "running" with its row total and rate.
 	Status *metrics.Collector
+	// MirrorTimeout is shadow.mirror_timeout, which switches need to know
+	// how long a write's mirror may run.
+	MirrorTimeout time.Duration
 }
 
 // Job kinds: one of each may run at a time per process.
@@ -464,7 +467,7 @@ func (a *actions) postSwitch(kind string) http.HandlerFunc {
 			return
 		}
 		o := cutover.Options{Kind: kind, KV: a.env.Store, Control: control.NewStore(a.env.Store, nil), Source: a.env.Upstream,
-			By: fmt.Sprintf("admin API of %s (from %s)", a.env.InstanceID, r.RemoteAddr)}
+			By: fmt.Sprintf("admin API of %s (from %s)", a.env.InstanceID, r.RemoteAddr), MirrorTimeout: a.env.MirrorTimeout}
 		if o.DryRun, err = p.bool("dry_run", false); err == nil {
 			if o.Timeout, err = p.duration("timeout", 5*time.Second, 5*time.Minute); err == nil {
 				o.MaxDirtyAge, err = p.duration("max_dirty_age", 15*time.Second, 24*time.Hour)

@@ -33,6 +33,8 @@ type migrateEnv struct {
 	metrics *metrics.Metrics
 	tty     bool
 	close   func()
+	// mirrorTimeout is shadow.mirror_timeout of the configuration.
+	mirrorTimeout time.Duration
 }
 
 // openMigrateEnv opens the upstream PostgreSQL and the KV store of the
@@ -47,7 +49,7 @@ func openMigrateEnv(cmd *cobra.Command, metricsListen string) (*migrateEnv, erro
 	}
 	log := newLogger(cfg.Log, cmd.ErrOrStderr())
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-	e := &migrateEnv{ctx: ctx, log: log}
+	e := &migrateEnv{ctx: ctx, log: log, mirrorTimeout: cfg.Shadow.MirrorTimeout}
 	closers := []func(){stop}
 	e.close = func() {
 		for i := len(closers) - 1; i >= 0; i-- {

@@ -78,9 +78,14 @@ func startRepairer(ctx context.Context, upstream string, store kv.Store, phase s
 	}
 	kvLog := dirty.NewKVLog(store, nil)
 	rs := &repairers{pool: pool, kvLog: kvLog, mirror: toSQL,
-		// MinAge 1s: a mirror takes milliseconds, and a short log keeps a
-		// switch's barrier short (it repairs whatever is logged).
-		toKV: &dirty.Repairer{Log: outbox, Syncer: toKV, Logger: log, Batch: 1000, Workers: 16, MinAge: time.Second},
+		// An outbox entry is left to its mirror for as long as the mirror
+		// may run (it starts at the upstream COMMIT, right after the entry
+		// is written, and is bounded by mirror_timeout): a mirror that
+		// applied after the repairer had cleared the entry could leave KV
+		// behind a newer write of another instance. A switch's barrier
+		// waits for in-flight writes and repairs every entry whatever its
+		// age, so this does not lengthen it.
+		toKV: &dirty.Repairer{Log: outbox, Syncer: toKV, Logger: log, Batch: 1000, Workers: 16, MinAge: mirrorTimeout + time.Second},
 		// The KV-side log holds intents written before their KV commit:
 		// an entry is left to its writer until the writer must be done
 		// (commit and mirror bounded by mirror_timeout), so that a
@@ -349,7 +354,7 @@ no upstream (phase kv-only).`,
 			if rp != nil {
 				upstreamPool = rp.pool
 			}
-			acts, err := registerActions(ctx, admin, actionEnv{Store: store, Upstream: upstreamPool, Metrics: m, Log: log, InstanceID: instanceID, Status: statusC})
+			acts, err := registerActions(ctx, admin, actionEnv{Store: store, Upstream: upstreamPool, Metrics: m, Log: log, InstanceID: instanceID, Status: statusC, MirrorTimeout: cfg.Shadow.MirrorTimeout})
 			if err != nil {
 				return err
 			}

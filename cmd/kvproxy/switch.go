@@ -61,7 +61,7 @@ func newSwitchCmd(kind string) *cobra.Command {
 			host, _ := os.Hostname()
 			o := cutover.Options{Kind: kind, KV: e.store, Control: control.NewStore(e.store, nil), Source: e.pool,
 				By: fmt.Sprintf("kvproxy %s on %s", kind, host), Timeout: timeout, MaxDirtyAge: maxDirtyAge, DryRun: dryRun,
-				Log: e.log}
+				MirrorTimeout: e.mirrorTimeout, Log: e.log}
 			if !asJSON {
 				o.Out = cmd.OutOrStdout()
 			}

@@ -59,6 +59,13 @@ type Options struct {
 	// older than this (default 15s). Under load there are always fresh
 	// entries; the barrier repairs them.
 	MaxDirtyAge time.Duration
+	// MirrorTimeout is the instances' shadow.mirror_timeout (default 2s):
+	// how long a write's mirror may still run after its log entry was
+	// written. The catch-up before the barrier leaves younger entries to
+	// their writers (a mirror applied after its entry was cleared could
+	// leave a key behind a newer write); the barrier, which waits for the
+	// writers, takes them.
+	MirrorTimeout time.Duration
 	// DryRun checks the preconditions and prints the steps, changing
 	// nothing.
 	DryRun bool
@@ -76,19 +83,26 @@ type plan struct {
 	dirtyLog  dirty.Log
 	direction migrate.Direction
 	// catchUpAge: entries younger than this are left to their writers
-	// while writes still flow. The KV-side log holds intents logged before
-	// their KV commit; the outbox only committed writes.
+	// while writes still flow (see Options.MirrorTimeout).
 	catchUpAge time.Duration
 }
 
 func (o *Options) plan() (plan, error) {
+	mt := o.MirrorTimeout
+	if mt <= 0 {
+		mt = 2 * time.Second
+	}
+	// The outbox holds committed writes, mirrored within mt of their entry;
+	// the KV-side log holds intents logged before a KV commit that is
+	// itself bounded by mt, and then mirrored within mt.
+	outboxAge, intentAge := mt+time.Second, max(10*time.Second, 2*mt+time.Second)
 	switch o.Kind {
 	case Cutover:
-		return plan{from: control.DualWrite, to: control.KVPrimary, dirtyLog: dirty.NewPGLog(o.Source), direction: migrate.SQLToKV, catchUpAge: time.Nanosecond}, nil
+		return plan{from: control.DualWrite, to: control.KVPrimary, dirtyLog: dirty.NewPGLog(o.Source), direction: migrate.SQLToKV, catchUpAge: outboxAge}, nil
 	case Rollback:
-		return plan{from: control.KVPrimary, to: control.DualWrite, dirtyLog: dirty.NewKVLog(o.KV, nil), direction: migrate.KVToSQL, catchUpAge: 10 * time.Second}, nil
+		return plan{from: control.KVPrimary, to: control.DualWrite, dirtyLog: dirty.NewKVLog(o.KV, nil), direction: migrate.KVToSQL, catchUpAge: intentAge}, nil
 	case Finalize:
-		return plan{from: control.KVPrimary, to: control.KVOnly, dirtyLog: dirty.NewKVLog(o.KV, nil), direction: migrate.KVToSQL, catchUpAge: 10 * time.Second}, nil
+		return plan{from: control.KVPrimary, to: control.KVOnly, dirtyLog: dirty.NewKVLog(o.KV, nil), direction: migrate.KVToSQL, catchUpAge: intentAge}, nil
 	}
 	return plan{}, fmt.Errorf("cutover: unknown switch %q (cutover, rollback or finalize)", o.Kind)
 }

@@ -30,7 +30,10 @@ CREATE TABLE IF NOT EXISTS kvproxy.dirty_keys (
 // statement's parameters are sent as text.
 func InsertStatement(keys []Key, instance string) (string, []any) {
 	var b strings.Builder
-	b.WriteString("INSERT INTO kvproxy.dirty_keys (entity, repository, key_id, staging_key, instance) VALUES ")
+	// created_at is the time of the insert, not now(): now() is when the
+	// client's transaction began, which can be long before the write
+	// commits, and the repairer's MinAge counts from the commit.
+	b.WriteString("INSERT INTO kvproxy.dirty_keys (entity, repository, key_id, staging_key, instance, created_at) VALUES ")
 	args := make([]any, 0, len(keys)*4+1)
 	args = append(args, instance)
 	for i, k := range keys {
@@ -43,7 +46,7 @@ func InsertStatement(keys []Key, instance string) (string, []any) {
 			sk = hex.EncodeToString(k.StagingKey)
 		}
 		args = append(args, k.Entity, k.Repository, k.ID, sk)
-		fmt.Fprintf(&b, "($%d, $%d, $%d, decode($%d, 'hex'), $1)", n+1, n+2, n+3, n+4)
+		fmt.Fprintf(&b, "($%d, $%d, $%d, decode($%d, 'hex'), $1, clock_timestamp())", n+1, n+2, n+3, n+4)
 	}
 	return b.String(), args
 }
