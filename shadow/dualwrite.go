@@ -19,7 +19,8 @@ import (
 //   - a write inside a transaction runs upstream as the client sent it, and
 //     on success is queued on the session with the keys it touched;
 //   - COMMIT logs every queued key in the outbox (dirty.InsertStatement) in
-//     the same upstream transaction, commits it, and then replays the queue
+//     the same upstream transaction and commits it, both in one round trip
+//     (wire.Upstream.ExecPipeline), and then replays the queue
 //     on KV as one ref-store transaction. Only then does the client see its
 //     COMMIT, so the client's own locking (advisory locks) orders the mirror;
 //   - a write outside a transaction (lakeFS never sends one) is wrapped in
@@ -159,37 +160,36 @@ func (w *dwWrite) execute(ctx context.Context, sess *wire.Session, params wire.P
 		st.pending = append(st.pending, op)
 		return res.Tag, nil
 	}
-	if _, err := up.Exec(ctx, "BEGIN"); err != nil {
-		return "", err
+	// BEGIN, the write, its outbox entry and COMMIT in one round trip:
+	// the first that fails skips the rest.
+	stmts := []wire.Statement{{SQL: "BEGIN"}, {SQL: p.SQL, Args: text}}
+	if log, ok := w.r.outboxStatement([]pendingOp{op}); ok {
+		stmts = append(stmts, log)
 	}
-	res, err := up.Exec(ctx, p.SQL, text...)
-	if err == nil {
-		err = w.r.logKeys(ctx, up, []pendingOp{op})
-	}
+	stmts = append(stmts, wire.Statement{SQL: "COMMIT"})
+	res, err := up.ExecPipeline(ctx, stmts...)
 	if err != nil {
-		_, _ = up.Exec(ctx, "ROLLBACK")
-		return "", err
-	}
-	if _, err := up.Exec(ctx, "COMMIT"); err != nil {
+		if len(res) > 0 && len(res) < len(stmts)-1 {
+			_, _ = up.Exec(ctx, "ROLLBACK")
+		}
 		return "", err
 	}
 	w.r.mirror(ctx, []pendingOp{op})
-	return res.Tag, nil
+	return res[1].Tag, nil
 }
 
-// logKeys writes the outbox entries of ops in the current upstream
-// transaction.
-func (r *Router) logKeys(ctx context.Context, up *wire.Upstream, ops []pendingOp) error {
+// outboxStatement is the insert of the outbox entries of ops, to run in
+// their upstream transaction; false when they touched no key.
+func (r *Router) outboxStatement(ops []pendingOp) (wire.Statement, bool) {
 	var keys []dirty.Key
 	for _, op := range ops {
 		keys = append(keys, op.keys...)
 	}
 	if len(keys) == 0 {
-		return nil
+		return wire.Statement{}, false
 	}
 	sql, a := dirty.InsertStatement(keys, r.opt.InstanceID)
-	_, err := up.Exec(ctx, sql, a...)
-	return err
+	return wire.Statement{SQL: sql, Args: a}, true
 }
 
 // dwCommit is COMMIT in dual-write: outbox, upstream COMMIT, mirror.
@@ -210,27 +210,33 @@ func (c *dwCommit) Execute(ctx context.Context, sess *wire.Session, _ wire.Param
 	// upstream) and its place at the gate go with it.
 	defer r.endTx(ctx, st)
 	up := sess.Upstream()
+	commit := []wire.Statement{{SQL: c.p.SQL}}
 	if inTx && sess.TxStatus() != 'E' && len(ops) > 0 {
 		if err := r.opt.Gate.CheckCommit(st); err != nil {
 			_, _ = up.Exec(ctx, "ROLLBACK")
 			sess.SetTxStatus('I')
 			return "", err
 		}
-		if err := r.logKeys(ctx, up, ops); err != nil {
-			_, _ = up.Exec(ctx, "ROLLBACK")
-			sess.SetTxStatus('I')
-			return "", err
+		// The outbox entries and the COMMIT go in one round trip; if the
+		// insert fails, PostgreSQL skips the COMMIT.
+		if log, ok := r.outboxStatement(ops); ok {
+			commit = append([]wire.Statement{log}, commit...)
 		}
 	}
-	res, err := up.Exec(ctx, c.p.SQL)
+	res, err := up.ExecPipeline(ctx, commit...)
+	if err != nil && len(res) < len(commit)-1 {
+		// The outbox insert failed: the transaction is aborted upstream.
+		_, _ = up.Exec(ctx, "ROLLBACK")
+	}
 	sess.SetTxStatus('I')
 	if err != nil {
 		return "", err
 	}
-	if res.Tag == "COMMIT" && len(ops) > 0 {
+	tag := res[len(res)-1].Tag
+	if tag == "COMMIT" && len(ops) > 0 {
 		r.mirror(ctx, ops)
 	}
-	return res.Tag, nil
+	return tag, nil
 }
 
 // mirror replays committed writes on KV, bounded by MirrorTimeout. Its

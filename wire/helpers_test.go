@@ -107,6 +107,7 @@ func pgCode(err error) string {
 //	/*local*/ FAIL        -> error 22012
 //	/*local*/ BEGIN|COMMIT|ROLLBACK -> local transaction control
 //	/*local*/ OUTBOX $1   -> INSERT INTO outbox upstream, in the client's transaction
+//	/*local*/ PIPELINE $1 -> Upstream.ExecPipeline: two outbox rows and a count ("fail": an error between)
 //	/*local*/ SLEEP       -> waits for cancel
 //
 // and forwards /*inspect*/ statements with an inspector that records results
@@ -219,6 +220,38 @@ func (r *testRouter) Route(_ context.Context, sess *Session, sql string) (Handle
 			}
 			return "INSERT 0 1", nil
 		}}), nil
+	case rest == "PIPELINE $1":
+		// Two outbox rows and a count in one round trip; v "fail" puts a
+		// division by zero between the rows.
+		return Local(localFunc{params: []uint32{25}, cols: []Column{{Name: "n", TypeOID: 23, TypeSize: 4}},
+			exec: func(ctx context.Context, sess *Session, p Params, w *RowWriter) (string, error) {
+				var v string
+				if err := p.Decode(0, &v); err != nil {
+					return "", err
+				}
+				middle := Statement{SQL: "SELECT count(*) FROM outbox WHERE v = $1", Args: []any{v}}
+				if v == "fail" {
+					middle = Statement{SQL: "SELECT 1/0"}
+				}
+				res, err := sess.Upstream().ExecPipeline(ctx,
+					Statement{SQL: "INSERT INTO outbox(v) VALUES ($1)", Args: []any{v}},
+					middle,
+					Statement{SQL: "INSERT INTO outbox(v) VALUES ($1) RETURNING id", Args: []any{v + "-2"}})
+				if err != nil {
+					if len(res) != 1 || res[0].Tag != "INSERT 0 1" {
+						return "", fmt.Errorf("pipeline failed after %d results: %w", len(res), err)
+					}
+					return "", err
+				}
+				if len(res) != 3 || res[0].Tag != "INSERT 0 1" || len(res[1].Rows) != 1 || len(res[2].Rows) != 1 || res[2].Tag != "INSERT 0 1" {
+					return "", fmt.Errorf("pipeline results %+v", res)
+				}
+				n, _ := strconv.Atoi(string(res[1].Rows[0][0]))
+				if err := w.WriteRow(int32(n)); err != nil {
+					return "", err
+				}
+				return "SELECT 1", nil
+			}}), nil
 	case rest == "SLEEP":
 		return Local(localFunc{exec: func(ctx context.Context, _ *Session, _ Params, _ *RowWriter) (string, error) {
 			select {

@@ -1442,7 +1442,30 @@ type Upstream struct {
 // private to the proxy. An error from PostgreSQL (*pgconn.PgError) fails
 // the client's current transaction as it would in PostgreSQL.
 func (u *Upstream) Exec(ctx context.Context, sql string, args ...any) (*Result, error) {
+	res, err := u.ExecPipeline(ctx, Statement{SQL: sql, Args: args})
+	if err != nil {
+		return nil, err
+	}
+	return res[0], nil
+}
+
+// Statement is one statement of Upstream.ExecPipeline: SQL with
+// text-encoded arguments, as for Exec.
+type Statement struct {
+	SQL  string
+	Args []any
+}
+
+// ExecPipeline runs stmts in order in one round trip and returns one result
+// per statement. The first statement that fails ends the pipeline:
+// PostgreSQL skips the ones after it, and ExecPipeline returns the results
+// of those before it with the error. So a write and the COMMIT after it
+// cost one round trip, and the COMMIT never runs if the write failed.
+func (u *Upstream) ExecPipeline(ctx context.Context, stmts ...Statement) ([]*Result, error) {
 	s := u.s
+	if len(stmts) == 0 {
+		return nil, nil
+	}
 	if s.rt == nil {
 		return nil, fmt.Errorf("wire: Upstream.Exec outside a routed session: %w", ErrNoUpstream)
 	}
@@ -1452,12 +1475,12 @@ func (u *Upstream) Exec(ctx context.Context, sql string, args ...any) (*Result, 
 	if s.lostTx {
 		// The transaction it would run in was lost with the upstream; a
 		// COMMIT must not look as if it had committed.
-		if txExit(sql) && txRollback(sql) {
-			return &Result{Tag: "ROLLBACK"}, nil
+		if sql := stmts[0].SQL; len(stmts) == 1 && txExit(sql) && txRollback(sql) {
+			return []*Result{{Tag: "ROLLBACK"}}, nil
 		}
 		return nil, errLostTx()
 	}
-	res, err := s.exec(ctx, sql, args...)
+	res, err := s.exec(ctx, stmts)
 	var lost *upLostError
 	if errors.As(err, &lost) {
 		s.dropUpstream(lost.cause)
@@ -1466,7 +1489,7 @@ func (u *Upstream) Exec(ctx context.Context, sql string, args ...any) (*Result, 
 	return res, err
 }
 
-func (s *Session) exec(ctx context.Context, sql string, args ...any) (*Result, error) {
+func (s *Session) exec(ctx context.Context, stmts []Statement) ([]*Result, error) {
 	rt := s.rt
 	if err := s.drain(true); err != nil {
 		return nil, err
@@ -1476,30 +1499,35 @@ func (s *Session) exec(ctx context.Context, sql string, args ...any) (*Result, e
 	} else if !ok {
 		return nil, fmt.Errorf("wire: Upstream.Exec: %w", ErrNoUpstream)
 	}
-	vals := make([][]byte, len(args))
-	for i, a := range args {
-		v, err := encodeTextArg(a)
-		if err != nil {
-			return nil, fmt.Errorf("wire: Upstream.Exec arg $%d: %w", i+1, err)
-		}
-		vals[i] = v
-	}
-	rt.execN++
-	name := fmt.Sprintf("kvproxy_exec_%d", rt.execN)
 	var buf []byte
-	var err error
-	for _, m := range []pgproto3.FrontendMessage{
-		&pgproto3.Parse{Name: name, Query: sql},
-		&pgproto3.Bind{DestinationPortal: name, PreparedStatement: name, Parameters: vals},
-		&pgproto3.Describe{ObjectType: 'P', Name: name},
-		&pgproto3.Execute{Portal: name},
-		&pgproto3.Close{ObjectType: 'P', Name: name},
-		&pgproto3.Close{ObjectType: 'S', Name: name},
-		&pgproto3.Flush{},
-	} {
-		if buf, err = m.Encode(buf); err != nil {
-			return nil, err
+	for _, st := range stmts {
+		vals := make([][]byte, len(st.Args))
+		for i, a := range st.Args {
+			v, err := encodeTextArg(a)
+			if err != nil {
+				return nil, fmt.Errorf("wire: Upstream.Exec arg $%d: %w", i+1, err)
+			}
+			vals[i] = v
 		}
+		rt.execN++
+		name := fmt.Sprintf("kvproxy_exec_%d", rt.execN)
+		var err error
+		for _, m := range []pgproto3.FrontendMessage{
+			&pgproto3.Parse{Name: name, Query: st.SQL},
+			&pgproto3.Bind{DestinationPortal: name, PreparedStatement: name, Parameters: vals},
+			&pgproto3.Describe{ObjectType: 'P', Name: name},
+			&pgproto3.Execute{Portal: name},
+			&pgproto3.Close{ObjectType: 'P', Name: name},
+			&pgproto3.Close{ObjectType: 'S', Name: name},
+		} {
+			if buf, err = m.Encode(buf); err != nil {
+				return nil, err
+			}
+		}
+	}
+	buf, err := (&pgproto3.Flush{}).Encode(buf)
+	if err != nil {
+		return nil, err
 	}
 	if _, err := s.up.w.Write(buf); err != nil {
 		return nil, s.upstreamFailed(err)
@@ -1508,6 +1536,7 @@ func (s *Session) exec(ctx context.Context, sql string, args ...any) (*Result, e
 		return nil, err
 	}
 	rt.upDirty = true
+	results := make([]*Result, 0, len(stmts))
 	res := &Result{}
 	closes := 0
 	for {
@@ -1530,15 +1559,20 @@ func (s *Session) exec(ctx context.Context, sql string, args ...any) (*Result, e
 			}
 		case '3':
 			if closes++; closes == 2 {
-				return res, nil
+				results = append(results, res)
+				if len(results) == len(stmts) {
+					return results, nil
+				}
+				res, closes = &Result{}, 0
 			}
 		case 'E':
 			pe := pgErrorFrom(m.body)
-			// Resynchronise: the upstream skips until Sync.
+			// Resynchronise: the upstream skips until Sync, the rest of
+			// the pipeline included.
 			if err := s.upSync(); err != nil {
 				return nil, err
 			}
-			return nil, pe
+			return results, pe
 		case 'A', 'S':
 			s.writeRaw(m.typ, m.body)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -240,8 +241,41 @@ func TestRouterPipelineMixed(t *testing.T) {
 			t.Fatalf("outbox rows after commit=%v: %d %v", commit, n, err)
 		}
 	}
-	// A local failure inside an upstream transaction aborts it there too.
+	// (e) Upstream.ExecPipeline: three statements in one round trip see
+	// each other; an error ends the pipeline, skips what follows and
+	// aborts the client's transaction.
 	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.QueryRow(ctx, `/*local*/ PIPELINE $1`, "p").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("pipeline: count %d %v, want 1 (the insert before it)", n, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if tx, err = conn.Begin(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.QueryRow(ctx, `/*local*/ PIPELINE $1`, "fail").Scan(&n); pgCode(err) != "22012" {
+		t.Fatalf("failing pipeline: %v, want 22012", err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT 1`); pgCode(err) != "25P02" {
+		t.Fatalf("after a failed pipeline: %v, want 25P02", err)
+	}
+	_ = tx.Rollback(ctx)
+	var vals []string
+	rows, _ := conn.Query(ctx, `SELECT v FROM outbox WHERE v LIKE 'p%' OR v LIKE 'fail%' ORDER BY id`)
+	for rows.Next() {
+		var v string
+		_ = rows.Scan(&v)
+		vals = append(vals, v)
+	}
+	if rows.Err() != nil || !slices.Equal(vals, []string{"p", "p-2"}) {
+		t.Fatalf("outbox after pipelines: %v %v, want [p p-2]", vals, rows.Err())
+	}
+	// A local failure inside an upstream transaction aborts it there too.
+	tx, err = conn.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
