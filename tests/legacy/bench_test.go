@@ -1,10 +1,13 @@
 package legacy
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -15,51 +18,51 @@ import (
 	"github.com/kvproxy/kvproxy/kv/kvtest"
 )
 
-// benchTarget is one place the simulator can be pointed at. Adding a
-// proxy target is one entry: {"kvproxy-local", func(b) string { ... DSN ... }}.
+// benchTarget is one place the simulator can be pointed at: start returns
+// its DSN and, for a kvproxy, the proxy's process id (0 otherwise), whose
+// CPU the benchmark reports.
 type benchTarget struct {
-	name string
-	dsn  func(b *testing.B) string
+	name  string
+	start func(b *testing.B) (dsn string, pid int)
+}
+
+// proxyTarget runs `kvproxy serve` with args in front of a fresh legacy
+// database.
+func proxyTarget(name string, args func(b *testing.B) []string) benchTarget {
+	return benchTarget{name, func(b *testing.B) (string, int) {
+		p := testenv.StartProxy(b, append([]string{"--upstream", freshDB(b)}, args(b)...)...)
+		return p.DSN, p.Cmd.Process.Pid
+	}}
 }
 
 func benchTargets() []benchTarget {
 	targets := []benchTarget{
-		{"direct", func(b *testing.B) string { return freshDB(b) }},
+		{"direct", func(b *testing.B) (string, int) { return freshDB(b), 0 }},
 	}
 	// kvproxy in kv-only on each KV driver, in front of an upstream that
 	// keeps the non-ref-store tables (schema_migrations).
 	for _, driver := range []string{"local", "postgres", "dynamodb"} {
-		targets = append(targets, benchTarget{"kvproxy-" + driver, func(b *testing.B) string {
-			p := testenv.StartProxy(b, "--phase", "kv-only", "--upstream", freshDB(b),
-				"--kv-driver", driver, "--kv-dsn", kvtest.ProcessDSN(b, driver))
-			return p.DSN
-		}})
+		targets = append(targets, proxyTarget("kvproxy-"+driver, func(b *testing.B) []string {
+			return []string{"--phase", "kv-only", "--kv-driver", driver, "--kv-dsn", kvtest.ProcessDSN(b, driver)}
+		}))
 	}
 	// The migration phases in front of PostgreSQL: passthrough (a relay),
 	// dual-write (PostgreSQL authoritative, mirrored to each KV driver) and
-	// kv-primary.
-	targets = append(targets, benchTarget{"passthrough", func(b *testing.B) string {
-		return testenv.StartProxy(b, "--phase", "passthrough", "--upstream", freshDB(b), "--kv-driver", "mem").DSN
-	}})
-	for _, driver := range []string{"local", "postgres", "dynamodb"} {
-		targets = append(targets, benchTarget{"dual-write-" + driver, func(b *testing.B) string {
-			p := testenv.StartProxy(b, "--phase", "dual-write", "--upstream", freshDB(b),
-				"--kv-driver", driver, "--kv-dsn", kvtest.ProcessDSN(b, driver))
-			return p.DSN
-		}})
-	}
-	// kv-primary: KV authoritative, mirrored to PostgreSQL.
-	for _, driver := range []string{"local", "postgres", "dynamodb"} {
-		targets = append(targets, benchTarget{"kv-primary-" + driver, func(b *testing.B) string {
-			p := testenv.StartProxy(b, "--phase", "kv-primary", "--upstream", freshDB(b),
-				"--kv-driver", driver, "--kv-dsn", kvtest.ProcessDSN(b, driver))
-			return p.DSN
-		}})
+	// kv-primary (KV authoritative, mirrored to PostgreSQL).
+	targets = append(targets, proxyTarget("passthrough", func(*testing.B) []string {
+		return []string{"--phase", "passthrough", "--kv-driver", "mem"}
+	}))
+	for _, phase := range []string{"dual-write", "kv-primary"} {
+		for _, driver := range []string{"local", "postgres", "dynamodb"} {
+			targets = append(targets, proxyTarget(phase+"-"+driver, func(b *testing.B) []string {
+				return []string{"--phase", phase, "--kv-driver", driver, "--kv-dsn", kvtest.ProcessDSN(b, driver)}
+			}))
+		}
 	}
 	// An externally started endpoint (e.g. a kvproxy in front of a database
 	// that already holds schema.sql) can be benchmarked without code changes.
 	if dsn := os.Getenv("KVPROXY_LEGACY_BENCH_DSN"); dsn != "" {
-		targets = append(targets, benchTarget{"external", func(*testing.B) string { return dsn }})
+		targets = append(targets, benchTarget{"external", func(*testing.B) (string, int) { return dsn, 0 }})
 	}
 	return targets
 }
@@ -72,13 +75,14 @@ func BenchmarkFlows(b *testing.B) {
 	for _, target := range benchTargets() {
 		for _, clients := range []int{1, 16} {
 			b.Run(fmt.Sprintf("%s/clients=%d", target.name, clients), func(b *testing.B) {
-				benchFlows(b, target.dsn(b), clients)
+				dsn, pid := target.start(b)
+				benchFlows(b, dsn, pid, clients)
 			})
 		}
 	}
 }
 
-func benchFlows(b *testing.B, dsn string, clients int) {
+func benchFlows(b *testing.B, dsn string, proxyPID, clients int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	ranges := NewRangeStore()
@@ -111,7 +115,7 @@ func benchFlows(b *testing.B, dsn string, clients int) {
 	var lat []time.Duration
 	b.ResetTimer()
 	timing.Store(true)
-	cpu0 := processCPU()
+	cpu0, proxy0 := processCPU(), procCPU(proxyPID)
 	start := time.Now()
 	var wg sync.WaitGroup
 	errs := make(chan error, clients)
@@ -137,7 +141,7 @@ func benchFlows(b *testing.B, dsn string, clients int) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	cpu := processCPU() - cpu0
+	cpu, proxyCPU := processCPU()-cpu0, procCPU(proxyPID)-proxy0
 	b.StopTimer()
 	timing.Store(false)
 	close(errs)
@@ -148,6 +152,9 @@ func benchFlows(b *testing.B, dsn string, clients int) {
 	// The simulator's own CPU per flow (pgx v4 and the workload): on a
 	// small machine it bounds how fast any target can be driven.
 	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "client-cpu-µs/flow")
+	if proxyPID != 0 {
+		b.ReportMetric(float64(proxyCPU.Microseconds())/float64(b.N), "proxy-cpu-µs/flow")
+	}
 	if len(lat) > 0 {
 		slices.Sort(lat)
 		b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "flow-p50-µs")
@@ -170,4 +177,33 @@ func processCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// procCPU is the user and system CPU time process pid has used (0 for
+// pid 0 or when /proc cannot tell).
+func procCPU(pid int) time.Duration {
+	if pid == 0 {
+		return 0
+	}
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses and may
+	// contain spaces: utime and stime are the 12th and 13th.
+	i := bytes.LastIndexByte(raw, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(raw[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0
+	}
+	// Clock ticks are 100 Hz on Linux (USER_HZ).
+	return time.Duration(ut+st) * 10 * time.Millisecond
 }
