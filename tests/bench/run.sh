@@ -8,7 +8,9 @@ cd "$(dirname "$0")/../.."
 BENCH=${BENCH:-.}
 BENCHTIME=${BENCHTIME:-1s}
 echo "== Go benchmarks"
-go test -run '^$' -bench "$BENCH" -benchtime "$BENCHTIME" -benchmem ./...
+# -p 1: one package's benchmarks at a time, so that no two packages share
+# the cores while they measure.
+go test -p 1 -run '^$' -bench "$BENCH" -benchtime "$BENCHTIME" -benchmem ./...
 for s in tests/bench/${SCRIPTS:-*}.bench.sh; do
 	[[ -e "$s" ]] || continue
 	echo "== $s"
