@@ -349,26 +349,8 @@ func (o *Options) barrier(ctx context.Context, pl plan, res *Result) error {
 		return fmt.Errorf("%w: %v", ErrAborted, err)
 	}
 	o.printf("every live instance drained and acknowledged")
-	keys, n, err := repairAll(bctx, o, pl, time.Nanosecond)
-	res.Repaired = n
-	if err != nil {
-		return fmt.Errorf("%w: repair dirty keys: %v", ErrAborted, err)
-	}
-	o.printf("repaired %d dirty keys", n)
-	if len(keys) > 0 {
-		v, err := migrate.NewVerifier(migrate.VerifyOptions{Source: o.Source, KV: o.KV, Incremental: true,
-			Dirty: staticKeys(keys), Direction: pl.direction, Log: o.Log})
-		if err != nil {
-			return fmt.Errorf("%w: %v", ErrAborted, err)
-		}
-		rep, err := v.Run(bctx)
-		if err != nil {
-			return fmt.Errorf("%w: incremental verify: %v", ErrAborted, err)
-		}
-		if !rep.Clean() {
-			return fmt.Errorf("%w: incremental verify found %d differences", ErrAborted, rep.Differences())
-		}
-		o.printf("incremental verify of %d keys clean", len(keys))
+	if err := o.drainUnderBarrier(bctx, pl, res); err != nil {
+		return err
 	}
 	if o.BeforeFlip != nil {
 		if err := o.BeforeFlip(bctx); err != nil {
@@ -456,6 +438,83 @@ func (o *Options) release(ctx context.Context, id string) {
 	o.printf("barrier %s could not be released; instances ignore it after its deadline", id)
 }
 
+// drainUnderBarrier empties the dirty-key log while no write is in
+// flight. Almost every logged key was mirrored already, so it verifies
+// first, a page of entries at a time, and clears a page whose keys all
+// match; only when a page differs does it repair from the authoritative
+// store and verify what it repaired. Either way every logged key is
+// compared once more, by the same comparison verify uses, before the flip.
+func (o *Options) drainUnderBarrier(ctx context.Context, pl plan, res *Result) error {
+	verified := 0
+	for {
+		es, err := pl.dirtyLog.List(ctx, o.Control.Now().Add(time.Second), drainPage)
+		if err != nil {
+			return fmt.Errorf("%w: list dirty keys: %v", ErrAborted, err)
+		}
+		if len(es) == 0 {
+			break
+		}
+		keys, refs := distinctKeys(es)
+		rep, err := o.verifyKeys(ctx, pl, keys)
+		if err != nil {
+			return err
+		}
+		if !rep.Clean() {
+			break
+		}
+		if err := pl.dirtyLog.Delete(ctx, refs); err != nil {
+			return fmt.Errorf("%w: clear verified dirty keys: %v", ErrAborted, err)
+		}
+		verified += len(keys)
+	}
+	keys, n, err := repairAll(ctx, o, pl, time.Nanosecond)
+	res.Repaired = n
+	if err != nil {
+		return fmt.Errorf("%w: repair dirty keys: %v", ErrAborted, err)
+	}
+	if len(keys) > 0 {
+		rep, err := o.verifyKeys(ctx, pl, keys)
+		if err != nil {
+			return err
+		}
+		if !rep.Clean() {
+			return fmt.Errorf("%w: incremental verify found %d differences", ErrAborted, rep.Differences())
+		}
+	}
+	o.printf("incremental verify of %d logged keys clean; %d repaired first", verified+len(keys), n)
+	return nil
+}
+
+// drainPage is how many dirty-key entries the barrier verifies at once.
+const drainPage = 2000
+
+func distinctKeys(es []dirty.Entry) ([]migrate.Key, []string) {
+	var keys []migrate.Key
+	refs := make([]string, 0, len(es))
+	seen := map[string]bool{}
+	for _, e := range es {
+		refs = append(refs, e.Ref)
+		if id := e.Key.String(); !seen[id] {
+			seen[id] = true
+			keys = append(keys, migrate.Key(e.Key))
+		}
+	}
+	return keys, refs
+}
+
+func (o *Options) verifyKeys(ctx context.Context, pl plan, keys []migrate.Key) (migrate.Report, error) {
+	v, err := migrate.NewVerifier(migrate.VerifyOptions{Source: o.Source, KV: o.KV, Incremental: true,
+		Dirty: staticKeys(keys), Direction: pl.direction, Log: o.Log})
+	if err != nil {
+		return migrate.Report{}, fmt.Errorf("%w: %v", ErrAborted, err)
+	}
+	rep, err := v.Run(ctx)
+	if err != nil {
+		return migrate.Report{}, fmt.Errorf("%w: incremental verify: %v", ErrAborted, err)
+	}
+	return rep, nil
+}
+
 // repairAll syncs every entry of the log from the authoritative store and
 // clears it, returning the keys it repaired.
 func repairAll(ctx context.Context, o *Options, pl plan, minAge time.Duration) ([]migrate.Key, int, error) {
@@ -475,10 +534,11 @@ func repairAll(ctx context.Context, o *Options, pl plan, minAge time.Duration) (
 		if len(es) == 0 {
 			return keys, total, nil
 		}
-		for _, e := range es {
-			if id := e.Key.String(); !seen[id] {
+		page, _ := distinctKeys(es)
+		for _, k := range page {
+			if id := dirty.Key(k).String(); !seen[id] {
 				seen[id] = true
-				keys = append(keys, migrate.Key(e.Key))
+				keys = append(keys, k)
 			}
 		}
 		// A key may fail while another it depends on (its repository)
