@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -455,11 +456,11 @@ func (o *Options) drainUnderBarrier(ctx context.Context, pl plan, res *Result) e
 			break
 		}
 		keys, refs := distinctKeys(es)
-		rep, err := o.verifyKeys(ctx, pl, keys)
+		diffs, err := o.verifyKeys(ctx, pl, keys)
 		if err != nil {
 			return err
 		}
-		if !rep.Clean() {
+		if diffs > 0 {
 			break
 		}
 		if err := pl.dirtyLog.Delete(ctx, refs); err != nil {
@@ -473,12 +474,12 @@ func (o *Options) drainUnderBarrier(ctx context.Context, pl plan, res *Result) e
 		return fmt.Errorf("%w: repair dirty keys: %v", ErrAborted, err)
 	}
 	if len(keys) > 0 {
-		rep, err := o.verifyKeys(ctx, pl, keys)
+		diffs, err := o.verifyKeys(ctx, pl, keys)
 		if err != nil {
 			return err
 		}
-		if !rep.Clean() {
-			return fmt.Errorf("%w: incremental verify found %d differences", ErrAborted, rep.Differences())
+		if diffs > 0 {
+			return fmt.Errorf("%w: incremental verify found %d differences", ErrAborted, diffs)
 		}
 	}
 	o.printf("incremental verify of %d logged keys clean; %d repaired first", verified+len(keys), n)
@@ -502,17 +503,55 @@ func distinctKeys(es []dirty.Entry) ([]migrate.Key, []string) {
 	return keys, refs
 }
 
-func (o *Options) verifyKeys(ctx context.Context, pl plan, keys []migrate.Key) (migrate.Report, error) {
+// verifyKeys runs an incremental verify of keys, in up to verifyWorkers
+// verifiers at once over slices of them (under the barrier nothing
+// writes, so they need no common snapshot), and returns the number of
+// differences.
+func (o *Options) verifyKeys(ctx context.Context, pl plan, keys []migrate.Key) (int, error) {
+	n := min(verifyWorkers, (len(keys)+verifySlice-1)/verifySlice)
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		diffs int
+		first error
+	)
+	for i := range n {
+		part := keys[i*len(keys)/n : (i+1)*len(keys)/n]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d, err := o.verifySlice(ctx, pl, part)
+			mu.Lock()
+			defer mu.Unlock()
+			diffs += d
+			if err != nil && first == nil {
+				first = err
+			}
+		}()
+	}
+	wg.Wait()
+	return diffs, first
+}
+
+const (
+	verifyWorkers = 8
+	verifySlice   = 100 // keys per verifier at the least
+)
+
+func (o *Options) verifySlice(ctx context.Context, pl plan, keys []migrate.Key) (int, error) {
 	v, err := migrate.NewVerifier(migrate.VerifyOptions{Source: o.Source, KV: o.KV, Incremental: true,
 		Dirty: staticKeys(keys), Direction: pl.direction, Log: o.Log})
 	if err != nil {
-		return migrate.Report{}, fmt.Errorf("%w: %v", ErrAborted, err)
+		return 0, fmt.Errorf("%w: %v", ErrAborted, err)
 	}
 	rep, err := v.Run(ctx)
 	if err != nil {
-		return migrate.Report{}, fmt.Errorf("%w: incremental verify: %v", ErrAborted, err)
+		return 0, fmt.Errorf("%w: incremental verify: %v", ErrAborted, err)
 	}
-	return rep, nil
+	if rep.Clean() {
+		return 0, nil
+	}
+	return int(max(1, rep.Differences())), nil
 }
 
 // repairAll syncs every entry of the log from the authoritative store and
