@@ -440,12 +440,18 @@ func (o *Options) release(ctx context.Context, id string) {
 }
 
 // drainUnderBarrier empties the dirty-key log while no write is in
-// flight. Almost every logged key was mirrored already, so it verifies
-// first, a page of entries at a time, and clears a page whose keys all
-// match; only when a page differs does it repair from the authoritative
-// store and verify what it repaired. Either way every logged key is
-// compared once more, by the same comparison verify uses, before the flip.
+// flight, a page of entries at a time. Almost every logged key was
+// mirrored already, so a page is verified first and cleared if its keys
+// all match; a page that differs is repaired from the authoritative store
+// (each key compared first, copied if it differs) and verified again.
+// Either way every logged key is compared once more, by the same
+// comparison verify uses, before the flip.
 func (o *Options) drainUnderBarrier(ctx context.Context, pl plan, res *Result) error {
+	syncer, err := migrate.NewSyncer(migrate.VerifyOptions{Source: o.Source, KV: o.KV, Direction: pl.direction, Log: o.Log})
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrAborted, err)
+	}
+	rep := &dirty.Repairer{Log: pl.dirtyLog, Syncer: syncer, MinAge: time.Nanosecond, Batch: drainPage, Workers: 16, Logger: o.Log}
 	verified := 0
 	for {
 		es, err := pl.dirtyLog.List(ctx, o.Control.Now().Add(time.Second), drainPage)
@@ -461,28 +467,26 @@ func (o *Options) drainUnderBarrier(ctx context.Context, pl plan, res *Result) e
 			return err
 		}
 		if diffs > 0 {
-			break
+			// The repairer takes the oldest page, the one just verified:
+			// nothing is logged under the barrier.
+			n, err := rep.RunOnce(ctx)
+			res.Repaired += n
+			if err != nil && n == 0 {
+				return fmt.Errorf("%w: repair dirty keys: %v", ErrAborted, err)
+			}
+			if diffs, err = o.verifyKeys(ctx, pl, keys); err != nil {
+				return err
+			}
+			if diffs > 0 {
+				return fmt.Errorf("%w: incremental verify found %d differences after repair", ErrAborted, diffs)
+			}
 		}
 		if err := pl.dirtyLog.Delete(ctx, refs); err != nil {
 			return fmt.Errorf("%w: clear verified dirty keys: %v", ErrAborted, err)
 		}
 		verified += len(keys)
 	}
-	keys, n, err := repairAll(ctx, o, pl, time.Nanosecond)
-	res.Repaired = n
-	if err != nil {
-		return fmt.Errorf("%w: repair dirty keys: %v", ErrAborted, err)
-	}
-	if len(keys) > 0 {
-		diffs, err := o.verifyKeys(ctx, pl, keys)
-		if err != nil {
-			return err
-		}
-		if diffs > 0 {
-			return fmt.Errorf("%w: incremental verify found %d differences", ErrAborted, diffs)
-		}
-	}
-	o.printf("incremental verify of %d logged keys clean; %d repaired first", verified+len(keys), n)
+	o.printf("incremental verify of %d logged keys clean; %d entries repaired", verified, res.Repaired)
 	return nil
 }
 
