@@ -440,18 +440,11 @@ func (o *Options) release(ctx context.Context, id string) {
 }
 
 // drainUnderBarrier empties the dirty-key log while no write is in
-// flight, a page of entries at a time. Almost every logged key was
-// mirrored already, so a page is verified first and cleared if its keys
-// all match; a page that differs is repaired from the authoritative store
-// (each key compared first, copied if it differs) and verified again.
-// Either way every logged key is compared once more, by the same
-// comparison verify uses, before the flip.
+// flight, a page of entries at a time: an incremental verify of the page's
+// keys that repairs what differs (from the authoritative store, checked
+// again after the copy), then the page is cleared. Almost every logged key
+// was mirrored already, so this is mostly one comparison per key.
 func (o *Options) drainUnderBarrier(ctx context.Context, pl plan, res *Result) error {
-	syncer, err := migrate.NewSyncer(migrate.VerifyOptions{Source: o.Source, KV: o.KV, Direction: pl.direction, Log: o.Log})
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrAborted, err)
-	}
-	rep := &dirty.Repairer{Log: pl.dirtyLog, Syncer: syncer, MinAge: time.Nanosecond, Batch: drainPage, Workers: 16, Logger: o.Log}
 	verified := 0
 	for {
 		es, err := pl.dirtyLog.List(ctx, o.Control.Now().Add(time.Second), drainPage)
@@ -462,31 +455,20 @@ func (o *Options) drainUnderBarrier(ctx context.Context, pl plan, res *Result) e
 			break
 		}
 		keys, refs := distinctKeys(es)
-		diffs, err := o.verifyKeys(ctx, pl, keys)
+		repaired, unrepaired, err := o.verifyKeys(ctx, pl, keys)
+		res.Repaired += repaired
 		if err != nil {
 			return err
 		}
-		if diffs > 0 {
-			// The repairer takes the oldest page, the one just verified:
-			// nothing is logged under the barrier.
-			n, err := rep.RunOnce(ctx)
-			res.Repaired += n
-			if err != nil && n == 0 {
-				return fmt.Errorf("%w: repair dirty keys: %v", ErrAborted, err)
-			}
-			if diffs, err = o.verifyKeys(ctx, pl, keys); err != nil {
-				return err
-			}
-			if diffs > 0 {
-				return fmt.Errorf("%w: incremental verify found %d differences after repair", ErrAborted, diffs)
-			}
+		if unrepaired > 0 {
+			return fmt.Errorf("%w: incremental verify left %d differences unrepaired", ErrAborted, unrepaired)
 		}
 		if err := pl.dirtyLog.Delete(ctx, refs); err != nil {
 			return fmt.Errorf("%w: clear verified dirty keys: %v", ErrAborted, err)
 		}
 		verified += len(keys)
 	}
-	o.printf("incremental verify of %d logged keys clean; %d entries repaired", verified, res.Repaired)
+	o.printf("incremental verify of %d logged keys clean; %d repaired", verified, res.Repaired)
 	return nil
 }
 
@@ -507,34 +489,35 @@ func distinctKeys(es []dirty.Entry) ([]migrate.Key, []string) {
 	return keys, refs
 }
 
-// verifyKeys runs an incremental verify of keys, in up to verifyWorkers
-// verifiers at once over slices of them (under the barrier nothing
-// writes, so they need no common snapshot), and returns the number of
-// differences.
-func (o *Options) verifyKeys(ctx context.Context, pl plan, keys []migrate.Key) (int, error) {
+// verifyKeys runs an incremental verify with repair of keys, in up to
+// verifyWorkers verifiers at once over slices of them (under the barrier
+// nothing writes, so they need no common snapshot). It returns how many
+// differences were repaired and how many were left.
+func (o *Options) verifyKeys(ctx context.Context, pl plan, keys []migrate.Key) (repaired, unrepaired int, err error) {
 	n := min(verifyWorkers, (len(keys)+verifySlice-1)/verifySlice)
 	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		diffs int
-		first error
+		wg sync.WaitGroup
+		mu sync.Mutex
 	)
 	for i := range n {
 		part := keys[i*len(keys)/n : (i+1)*len(keys)/n]
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			d, err := o.verifySlice(ctx, pl, part)
+			rep, verr := o.verifySlice(ctx, pl, part)
 			mu.Lock()
 			defer mu.Unlock()
-			diffs += d
-			if err != nil && first == nil {
-				first = err
+			repaired += int(rep.Repaired)
+			if !rep.Clean() {
+				unrepaired += int(max(1, rep.Differences()-rep.Repaired))
+			}
+			if verr != nil && err == nil {
+				err = verr
 			}
 		}()
 	}
 	wg.Wait()
-	return diffs, first
+	return repaired, unrepaired, err
 }
 
 const (
@@ -542,20 +525,17 @@ const (
 	verifySlice   = 100 // keys per verifier at the least
 )
 
-func (o *Options) verifySlice(ctx context.Context, pl plan, keys []migrate.Key) (int, error) {
-	v, err := migrate.NewVerifier(migrate.VerifyOptions{Source: o.Source, KV: o.KV, Incremental: true,
+func (o *Options) verifySlice(ctx context.Context, pl plan, keys []migrate.Key) (migrate.Report, error) {
+	v, err := migrate.NewVerifier(migrate.VerifyOptions{Source: o.Source, KV: o.KV, Incremental: true, Repair: true,
 		Dirty: staticKeys(keys), Direction: pl.direction, Log: o.Log})
 	if err != nil {
-		return 0, fmt.Errorf("%w: %v", ErrAborted, err)
+		return migrate.Report{}, fmt.Errorf("%w: %v", ErrAborted, err)
 	}
 	rep, err := v.Run(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("%w: incremental verify: %v", ErrAborted, err)
+		return rep, fmt.Errorf("%w: incremental verify: %v", ErrAborted, err)
 	}
-	if rep.Clean() {
-		return 0, nil
-	}
-	return int(max(1, rep.Differences())), nil
+	return rep, nil
 }
 
 // repairAll syncs every entry of the log from the authoritative store and
