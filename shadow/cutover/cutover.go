@@ -527,7 +527,7 @@ const (
 
 func (o *Options) verifySlice(ctx context.Context, pl plan, keys []migrate.Key) (migrate.Report, error) {
 	v, err := migrate.NewVerifier(migrate.VerifyOptions{Source: o.Source, KV: o.KV, Incremental: true, Repair: true,
-		Dirty: staticKeys(keys), Direction: pl.direction, Log: o.Log})
+		Quiesced: true, Dirty: staticKeys(keys), Direction: pl.direction, Log: o.Log})
 	if err != nil {
 		return migrate.Report{}, fmt.Errorf("%w: %v", ErrAborted, err)
 	}
