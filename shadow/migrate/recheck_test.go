@@ -121,3 +121,48 @@ func TestReadVersions(t *testing.T) {
 		t.Errorf("version after an update = %v, %v; want a new one", got, err)
 	}
 }
+
+// TestBackfillOrphansInOnePass: the staging pass copies the entries of
+// referenced tokens, and those of orphan tokens only with IncludeOrphans.
+func TestBackfillOrphansInOnePass(t *testing.T) {
+	for _, include := range []bool{false, true} {
+		t.Run(map[bool]string{false: "without orphans", true: "with orphans"}[include], func(t *testing.T) {
+			ctx := testCtx(t, 3*time.Minute)
+			pool, st := legacyPool(t, ctx, smallData)
+			s := mem.New()
+			t.Cleanup(s.Close)
+			res := backfill(t, ctx, pool, s, func(o *BackfillOptions) { o.IncludeOrphans = include })
+			want := st.Staged // without the orphans
+			if include {
+				want += st.OrphanRows
+			}
+			if got := res.Copied[EntityStaging]; got != want {
+				t.Errorf("staged entries copied = %d, want %d (%d of them orphans)", got, want, st.OrphanRows)
+			}
+			rows, err := pool.Query(ctx, `SELECT staging_token, key FROM graveler_staging_kv s
+				WHERE NOT EXISTS (SELECT 1 FROM graveler_branches b WHERE b.staging_token = s.staging_token)`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for rows.Next() {
+				var tok string
+				var key []byte
+				if err := rows.Scan(&tok, &key); err != nil {
+					t.Fatal(err)
+				}
+				n++
+				_, err := s.Get(ctx, refstore.StagingPartition(tok), key)
+				if include && err != nil || !include && !errors.Is(err, kv.ErrNotFound) {
+					t.Errorf("orphan entry %s/%q in KV: %v (include orphans %v)", tok, key, err, include)
+				}
+			}
+			if err := rows.Err(); err != nil || int64(n) != st.OrphanRows || n == 0 {
+				t.Fatalf("%d orphan rows (want %d): %v", n, st.OrphanRows, err)
+			}
+			if rep := verify(t, ctx, pool, s, func(o *VerifyOptions) { o.IncludeOrphans = include }); sumDiff(rep) != 0 {
+				t.Errorf("verify: %d differences:\n%s", sumDiff(rep), rep)
+			}
+		})
+	}
+}

@@ -123,6 +123,8 @@ type Row struct {
 	// (HasXMin): the backfill's re-check compares it instead of the row.
 	XMin    uint32
 	HasXMin bool
+	// orphan marks a staged entry whose token no branch references.
+	orphan bool
 }
 
 // Key returns the row's key.
