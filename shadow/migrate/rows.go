@@ -334,12 +334,16 @@ func collect(ctx context.Context, q querier, entity, sql string, args ...any) ([
 // collectN is collect for a query of up to n rows: a Row is large, and
 // growing the slice row by row copied each page several times over.
 func collectN(ctx context.Context, q querier, n int, entity, sql string, args ...any) ([]Row, error) {
+	return collectInto(ctx, q, make([]Row, 0, n), entity, sql, args...)
+}
+
+// collectInto appends the rows of a query to out.
+func collectInto(ctx context.Context, q querier, out []Row, entity, sql string, args ...any) ([]Row, error) {
 	rows, err := q.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, fmt.Errorf("query %s: %w", entity, err)
 	}
 	defer rows.Close()
-	out := make([]Row, 0, n)
 	for rows.Next() {
 		r, err := scanRow(entity, rows)
 		if err != nil {
