@@ -22,10 +22,13 @@ const DriverName = "postgres"
 
 // Store is the PostgreSQL driver.
 type Store struct {
-	pool     *pgxpool.Pool
-	table    string // sanitized
-	pageSize int
-	closed   atomic.Bool
+	pool      *pgxpool.Pool
+	table     string // sanitized
+	tableName string
+	pageSize  int
+	closed    atomic.Bool
+	// copySkip counts down the InsertIfAbsent calls that skip COPY.
+	copySkip atomic.Int32
 
 	sqlGet, sqlSet, sqlInsert, sqlUpdateIf, sqlDelete string
 	sqlScanAll, sqlScanFrom, sqlScanAfter             string
@@ -63,9 +66,10 @@ func NewWithConfig(ctx context.Context, cfg *Config) (*Store, error) {
 	}
 	t := pgx.Identifier{cfg.TableName}.Sanitize()
 	return &Store{
-		pool:     pool,
-		table:    t,
-		pageSize: cfg.ScanPageSize,
+		pool:      pool,
+		table:     t,
+		tableName: cfg.TableName,
+		pageSize:  cfg.ScanPageSize,
 
 		sqlGet:       `SELECT value FROM ` + t + ` WHERE key = $1 AND partition_key = $2`,
 		sqlSet:       `INSERT INTO ` + t + `(partition_key,key,value) VALUES($1,$2,$3) ON CONFLICT (partition_key,key) DO UPDATE SET value = $3`,
