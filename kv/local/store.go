@@ -429,6 +429,11 @@ func (s *Store) Close() {
 	_ = s.db.Close()
 }
 
+// firstPageCap is the capacity a scan page starts with: most partitions
+// (a staging token's) are far smaller than a page, and a page allocated
+// whole was mostly zeroed and dropped again.
+const firstPageCap = 128
+
 // cursor is where a scan of one partition goes on.
 type cursor struct {
 	s         *Store
@@ -440,7 +445,7 @@ type cursor struct {
 // fetch reads the next page in its own read transaction, so that a long
 // scan never holds one open.
 func (c *cursor) fetch(context.Context) ([]kv.Entry, bool, error) {
-	page := make([]kv.Entry, 0, min(c.s.pageSize, 1024))
+	page := make([]kv.Entry, 0, min(c.s.pageSize, firstPageCap))
 	done := false
 	err := c.s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(partsBucket).Bucket(c.pk)

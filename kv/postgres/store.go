@@ -588,6 +588,11 @@ func (s *Store) Close() {
 // Pool exposes the connection pool, for tests and health checks.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
+// firstPageCap is the capacity a scan page starts with: most partitions
+// (a staging token's) are far smaller than a page, and a page allocated
+// whole was mostly zeroed and dropped again.
+const firstPageCap = 128
+
 // cursor is where a scan of one partition goes on.
 type cursor struct {
 	s         *Store
@@ -615,7 +620,7 @@ func (c *cursor) fetch(ctx context.Context) ([]kv.Entry, bool, error) {
 		return nil, true, wrapErr(ctx, "scan", err)
 	}
 	defer rows.Close()
-	page := make([]kv.Entry, 0, min(c.s.pageSize, 1024))
+	page := make([]kv.Entry, 0, min(c.s.pageSize, firstPageCap))
 	for rows.Next() {
 		var k, v []byte
 		if err := rows.Scan(&k, &v); err != nil {

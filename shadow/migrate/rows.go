@@ -217,8 +217,11 @@ func decode(k Key, kvKey, v []byte) (Row, error) {
 // empty and NULL parents, identity and data are equal.
 func diff(sql, kvr Row) string {
 	var d []string
-	add := func(ok bool, what string, a, b any) {
+	// vals is called only for a difference: boxing the values up front
+	// allocated on every compare of a verify.
+	add := func(ok bool, what string, vals func() (any, any)) {
 		if !ok {
+			a, b := vals()
 			d = append(d, fmt.Sprintf("%s: %v != %v", what, a, b))
 		}
 	}
@@ -226,23 +229,23 @@ func diff(sql, kvr Row) string {
 	switch sql.Entity {
 	case EntityRepositories:
 		a, b := sql.Repo, kvr.Repo
-		add(a.StorageNamespace == b.StorageNamespace, "storage_namespace", a.StorageNamespace, b.StorageNamespace)
-		add(a.DefaultBranch == b.DefaultBranch, "default_branch", a.DefaultBranch, b.DefaultBranch)
-		add(us(a.CreationDate).Equal(us(b.CreationDate)), "creation_date", us(a.CreationDate), us(b.CreationDate))
-		add(kvr.State == graveler.RepositoryState_ACTIVE, "state", "ACTIVE", kvr.State)
-		add(kvr.InstanceUID != "", "instance_uid", "non-empty", `""`)
+		add(a.StorageNamespace == b.StorageNamespace, "storage_namespace", func() (any, any) { return a.StorageNamespace, b.StorageNamespace })
+		add(a.DefaultBranch == b.DefaultBranch, "default_branch", func() (any, any) { return a.DefaultBranch, b.DefaultBranch })
+		add(us(a.CreationDate).Equal(us(b.CreationDate)), "creation_date", func() (any, any) { return us(a.CreationDate), us(b.CreationDate) })
+		add(kvr.State == graveler.RepositoryState_ACTIVE, "state", func() (any, any) { return "ACTIVE", kvr.State })
+		add(kvr.InstanceUID != "", "instance_uid", func() (any, any) { return "non-empty", `""` })
 	case EntityCommits:
 		a, b := sql.Commit, kvr.Commit
-		add(a.Committer == b.Committer, "committer", a.Committer, b.Committer)
-		add(a.Message == b.Message, "message", a.Message, b.Message)
-		add(a.MetaRangeID == b.MetaRangeID, "meta_range_id", a.MetaRangeID, b.MetaRangeID)
-		add(us(a.CreationDate).Equal(us(b.CreationDate)), "creation_date", us(a.CreationDate), us(b.CreationDate))
+		add(a.Committer == b.Committer, "committer", func() (any, any) { return a.Committer, b.Committer })
+		add(a.Message == b.Message, "message", func() (any, any) { return a.Message, b.Message })
+		add(a.MetaRangeID == b.MetaRangeID, "meta_range_id", func() (any, any) { return a.MetaRangeID, b.MetaRangeID })
+		add(us(a.CreationDate).Equal(us(b.CreationDate)), "creation_date", func() (any, any) { return us(a.CreationDate), us(b.CreationDate) })
 		ma, erra := refstore.ParseMetadata(a.Metadata)
 		mb, errb := refstore.ParseMetadata(b.Metadata)
-		add(erra == nil && errb == nil && maps.Equal(ma, mb), "metadata", string(a.Metadata), string(b.Metadata))
-		add(slices.Equal(a.Parents, b.Parents), "parents", a.Parents, b.Parents)
-		add(a.Version == b.Version, "version", a.Version, b.Version)
-		add(a.Generation != nil && b.Generation != nil && *a.Generation == *b.Generation, "generation", deref(a.Generation), deref(b.Generation))
+		add(erra == nil && errb == nil && maps.Equal(ma, mb), "metadata", func() (any, any) { return string(a.Metadata), string(b.Metadata) })
+		add(slices.Equal(a.Parents, b.Parents), "parents", func() (any, any) { return a.Parents, b.Parents })
+		add(a.Version == b.Version, "version", func() (any, any) { return a.Version, b.Version })
+		add(a.Generation != nil && b.Generation != nil && *a.Generation == *b.Generation, "generation", func() (any, any) { return deref(a.Generation), deref(b.Generation) })
 		// The id is a content hash: recompute it from the KV fields, so a
 		// KV commit whose fields no longer hash to its id (hash refs would
 		// stop resolving) is a mismatch even if every compared column
@@ -254,17 +257,17 @@ func diff(sql, kvr Row) string {
 		}
 	case EntityBranches:
 		a, b := sql.Branch, kvr.Branch
-		add(deref(a.StagingToken) == deref(b.StagingToken), "staging_token", deref(a.StagingToken), deref(b.StagingToken))
-		add(deref(a.CommitID) == deref(b.CommitID), "commit_id", deref(a.CommitID), deref(b.CommitID))
+		add(deref(a.StagingToken) == deref(b.StagingToken), "staging_token", func() (any, any) { return deref(a.StagingToken), deref(b.StagingToken) })
+		add(deref(a.CommitID) == deref(b.CommitID), "commit_id", func() (any, any) { return deref(a.CommitID), deref(b.CommitID) })
 	case EntityTags:
 		a, b := sql.Tag, kvr.Tag
-		add(deref(a.CommitID) == deref(b.CommitID), "commit_id", deref(a.CommitID), deref(b.CommitID))
+		add(deref(a.CommitID) == deref(b.CommitID), "commit_id", func() (any, any) { return deref(a.CommitID), deref(b.CommitID) })
 	case EntityStaging:
 		a, b := sql.Staged, kvr.Staged
-		add(bytes.Equal(a.Key, b.Key), "key", a.Key, b.Key)
-		add((a.Identity == nil) == (b.Identity == nil), "tombstone", a.Identity == nil, b.Identity == nil)
-		add(bytes.Equal(a.Identity, b.Identity), "identity", a.Identity, b.Identity)
-		add(bytes.Equal(a.Data, b.Data), "data", a.Data, b.Data)
+		add(bytes.Equal(a.Key, b.Key), "key", func() (any, any) { return a.Key, b.Key })
+		add((a.Identity == nil) == (b.Identity == nil), "tombstone", func() (any, any) { return a.Identity == nil, b.Identity == nil })
+		add(bytes.Equal(a.Identity, b.Identity), "identity", func() (any, any) { return a.Identity, b.Identity })
+		add(bytes.Equal(a.Data, b.Data), "data", func() (any, any) { return a.Data, b.Data })
 	}
 	return strings.Join(d, "; ")
 }

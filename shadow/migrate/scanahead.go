@@ -65,7 +65,7 @@ func scanStart(ctx context.Context, s kv.Store, pk []byte) aheadScan {
 	if err != nil {
 		return aheadScan{err: fmt.Errorf("scan %s: %w", pk, err)}
 	}
-	var r aheadScan
+	r := aheadScan{entries: make([]kv.Entry, 0, 128)}
 	for len(r.entries) < aheadEntries {
 		if !it.Next() {
 			err := it.Err()
