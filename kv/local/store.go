@@ -65,6 +65,7 @@ type Store struct {
 	// drop; maxResident is Options.MaxResidentMap.
 	touched     atomic.Int64
 	maxResident int64
+	dbPage      int // bbolt's page size
 
 	// Writes go through one committer goroutine (group commit): writers
 	// that arrive while a commit is being fsynced are applied together in
@@ -147,7 +148,7 @@ func New(ctx context.Context, path string, opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("%w: local: %s: %w", kv.ErrSetupFailed, path, err)
 	}
-	st := &Store{db: db, path: path, pageSize: opts.ScanPageSize, maxResident: opts.MaxResidentMap,
+	st := &Store{db: db, path: path, pageSize: opts.ScanPageSize, maxResident: opts.MaxResidentMap, dbPage: db.Info().PageSize,
 		reqs: make(chan *writeReq), stop: make(chan struct{}), loopDone: make(chan struct{})}
 	go st.commitLoop()
 	return st, nil
@@ -201,7 +202,7 @@ func (s *Store) Get(ctx context.Context, partitionKey, key []byte) (*kv.ValueWit
 		found, val = lookup(tx.Bucket(partsBucket).Bucket(partitionKey), key)
 		// A point read touches about one leaf page (the branch pages
 		// above it are shared by all reads).
-		s.touch(tx, int64(s.db.Info().PageSize+len(key)+len(val)))
+		s.touch(tx, int64(s.dbPage+len(key)+len(val)))
 		return nil
 	})
 	if err != nil {
@@ -310,7 +311,7 @@ func (s *Store) commitGroup(group []*writeReq) {
 				for _, k := range r.keys {
 					n += int64(len(k.Key) + len(k.Value))
 				}
-				n += int64(len(r.keys) * s.db.Info().PageSize)
+				n += int64(len(r.keys) * s.dbPage)
 			}
 			// Before the commit: bbolt replaces the mapping only while
 			// committing, so it is still the one this transaction reads.

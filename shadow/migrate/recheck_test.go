@@ -166,3 +166,26 @@ func TestBackfillOrphansInOnePass(t *testing.T) {
 		})
 	}
 }
+
+// TestBackfillResumesOrphansStage: a checkpoint left in the orphans stage
+// by an earlier version (which copied orphans in a pass of their own)
+// resumes there and copies the orphan entries.
+func TestBackfillResumesOrphansStage(t *testing.T) {
+	ctx := testCtx(t, 3*time.Minute)
+	pool, st := legacyPool(t, ctx, smallData)
+	s := mem.New()
+	t.Cleanup(s.Close)
+	first := backfill(t, ctx, pool, s, nil) // without orphans
+	cp := Checkpoint{Stage: StageOrphans, Status: first.Status}
+	cp.Status.Finished = nil
+	if err := putRecord(ctx, s, KeyBackfillCheckpoint, cp); err != nil {
+		t.Fatal(err)
+	}
+	res := backfill(t, ctx, pool, s, func(o *BackfillOptions) { o.IncludeOrphans = true })
+	if !res.Resumed || res.Copied[EntityStaging] != st.OrphanRows || res.Copied.Sum() != st.OrphanRows {
+		t.Errorf("resumed %v, copied %v; want the %d orphan entries only", res.Resumed, res.Copied, st.OrphanRows)
+	}
+	if rep := verify(t, ctx, pool, s, func(o *VerifyOptions) { o.IncludeOrphans = true }); sumDiff(rep) != 0 {
+		t.Errorf("verify: %d differences:\n%s", sumDiff(rep), rep)
+	}
+}
