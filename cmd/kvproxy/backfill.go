@@ -117,7 +117,7 @@ func openMigrateEnv(cmd *cobra.Command, metricsListen string) (*migrateEnv, erro
 // MaxResidentMap). GOGC and GOMEMLIMIT in the environment still win.
 const (
 	migrateGCPercent   = 400
-	migrateMemoryLimit = 160 << 20
+	migrateMemoryLimit = 128 << 20
 )
 
 // tuneGC applies the settings above unless the environment sets them.
