@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -49,6 +50,7 @@ repair, if any difference could not be repaired).`,
 			if err != nil {
 				return err
 			}
+			tuneGC(os.Getenv)
 			e, err := openMigrateEnv(cmd, metricsListen)
 			if err != nil {
 				return err

@@ -32,4 +32,13 @@
 // entries, 1000 by default) per read transaction, so a long scan never
 // blocks writers for long or pins old pages, and keys deleted while a scan
 // runs are tolerated. Keys and partition keys are limited to 32 KiB by bbolt.
+//
+// bbolt reads through a memory mapping of the whole file, so every page a
+// long scan or a bulk load touches would stay resident in the process and
+// its RSS would grow with the file. The store counts the bytes it reads
+// and writes and, every Options.MaxResidentMap (32 MiB by default), drops
+// the mapping's pages from the process with madvise(MADV_DONTNEED) on
+// Linux; they stay in the page cache, and a later access faults them back
+// in unchanged. It does so inside a transaction, so bbolt cannot replace
+// the mapping meanwhile.
 package local

@@ -22,6 +22,8 @@ const DriverName = "local"
 const (
 	DefaultScanPageSize = 1000
 	DefaultLockTimeout  = time.Second
+	// DefaultMaxResidentMap: see Options.MaxResidentMap.
+	DefaultMaxResidentMap = 32 << 20
 )
 
 var (
@@ -38,6 +40,14 @@ type Options struct {
 	// LockTimeout is how long Open waits for another process to release the
 	// file before it fails with kv.ErrStoreLocked.
 	LockTimeout time.Duration
+	// MaxResidentMap bounds, roughly, how many bytes of the file's memory
+	// mapping reads and writes may leave resident in the process. bbolt
+	// reads through a mapping of the whole file, and every page a long scan
+	// (a verify) or a bulk load (a backfill) touches would otherwise stay
+	// in the process's RSS: the RSS would grow with the file. Once this
+	// many bytes were read or written, the pages are dropped from the
+	// mapping (they stay in the page cache). Negative: never drop.
+	MaxResidentMap int64
 }
 
 // maxGroup bounds how many writers share one bbolt transaction, so that a
@@ -50,6 +60,12 @@ type Store struct {
 	path     string
 	pageSize int
 	closed   atomic.Bool
+
+	// touched estimates the bytes of the mapping accessed since the last
+	// drop; maxResident is Options.MaxResidentMap.
+	touched     atomic.Int64
+	maxResident int64
+	dbPage      int // bbolt's page size
 
 	// Writes go through one committer goroutine (group commit): writers
 	// that arrive while a commit is being fsynced are applied together in
@@ -95,6 +111,9 @@ func New(ctx context.Context, path string, opts Options) (*Store, error) {
 	if opts.LockTimeout == 0 {
 		opts.LockTimeout = DefaultLockTimeout
 	}
+	if opts.MaxResidentMap == 0 {
+		opts.MaxResidentMap = DefaultMaxResidentMap
+	}
 	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
 		return nil, fmt.Errorf("%w: local: %s is a directory, want the path of the store file inside it (e.g. %s)",
 			kv.ErrDriverConfiguration, path, filepath.Join(path, "kvproxy.db"))
@@ -129,7 +148,7 @@ func New(ctx context.Context, path string, opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("%w: local: %s: %w", kv.ErrSetupFailed, path, err)
 	}
-	st := &Store{db: db, path: path, pageSize: opts.ScanPageSize,
+	st := &Store{db: db, path: path, pageSize: opts.ScanPageSize, maxResident: opts.MaxResidentMap, dbPage: db.Info().PageSize,
 		reqs: make(chan *writeReq), stop: make(chan struct{}), loopDone: make(chan struct{})}
 	go st.commitLoop()
 	return st, nil
@@ -181,6 +200,9 @@ func (s *Store) Get(ctx context.Context, partitionKey, key []byte) (*kv.ValueWit
 	)
 	err := s.db.View(func(tx *bolt.Tx) error {
 		found, val = lookup(tx.Bucket(partsBucket).Bucket(partitionKey), key)
+		// A point read touches about one leaf page (the branch pages
+		// above it are shared by all reads).
+		s.touch(tx, int64(s.dbPage+len(key)+len(val)))
 		return nil
 	})
 	if err != nil {
@@ -278,6 +300,7 @@ func (s *Store) commitGroup(group []*writeReq) {
 	for len(group) > 0 {
 		failed := -1
 		err := s.db.Update(func(tx *bolt.Tx) error {
+			var n int64
 			for i, r := range group {
 				r.err = apply(tx, r.ctx, r.keys)
 				var p errPartial
@@ -285,7 +308,14 @@ func (s *Store) commitGroup(group []*writeReq) {
 					failed = i
 					return r.err
 				}
+				for _, k := range r.keys {
+					n += int64(len(k.Key) + len(k.Value))
+				}
+				n += int64(len(r.keys) * s.dbPage)
 			}
+			// Before the commit: bbolt replaces the mapping only while
+			// committing, so it is still the one this transaction reads.
+			s.touch(tx, n)
 			return nil
 		})
 		if failed < 0 {
@@ -372,6 +402,23 @@ func (s *Store) Scan(ctx context.Context, partitionKey, start []byte) (kv.Entrie
 	return kv.NewPager(ctx, s.closed.Load, c.fetch), nil
 }
 
+// touch counts n bytes of the mapping accessed by tx and, past
+// maxResident, drops the mapping's pages from the process. It must run
+// inside tx: a transaction keeps bbolt from replacing the mapping (a
+// writer remaps only in its commit, and waits for readers to do so), so
+// the range dropped is still the file's mapping and nothing else. Other
+// transactions reading concurrently just fault their pages back in.
+func (s *Store) touch(tx *bolt.Tx, n int64) {
+	if s.maxResident < 0 || s.touched.Add(n) < s.maxResident {
+		return
+	}
+	if s.touched.Swap(0) < s.maxResident {
+		return // another reader dropped them meanwhile
+	}
+	// Failure only costs memory, never data: ignore it.
+	_ = dropMapped(s.db.Info().Data, tx.Size())
+}
+
 // Close closes the file and releases its lock. It waits for running
 // transactions, and the group being committed, to finish.
 func (s *Store) Close() {
@@ -382,6 +429,11 @@ func (s *Store) Close() {
 	<-s.loopDone // the committer finishes the group it holds
 	_ = s.db.Close()
 }
+
+// firstPageCap is the capacity a scan page starts with: most partitions
+// (a staging token's) are far smaller than a page, and a page allocated
+// whole was mostly zeroed and dropped again.
+const firstPageCap = 128
 
 // cursor is where a scan of one partition goes on.
 type cursor struct {
@@ -394,7 +446,7 @@ type cursor struct {
 // fetch reads the next page in its own read transaction, so that a long
 // scan never holds one open.
 func (c *cursor) fetch(context.Context) ([]kv.Entry, bool, error) {
-	page := make([]kv.Entry, 0, min(c.s.pageSize, 1024))
+	page := make([]kv.Entry, 0, min(c.s.pageSize, firstPageCap))
 	done := false
 	err := c.s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(partsBucket).Bucket(c.pk)
@@ -412,12 +464,17 @@ func (c *cursor) fetch(context.Context) ([]kv.Entry, bool, error) {
 				k, v = cur.Next()
 			}
 		}
+		var n int64
 		for ; k != nil && len(page) < c.s.pageSize; k, v = cur.Next() {
 			page = append(page, kv.Entry{PartitionKey: c.pk, Key: bytes.Clone(k), Value: append([]byte{}, v...)})
+			n += int64(len(k) + len(v))
 		}
 		if k == nil {
 			done = true
 		}
+		// Leaf pages are at least half full (bbolt splits at 50%): the
+		// pages read hold at most twice the bytes copied.
+		c.s.touch(tx, 2*n)
 		return nil
 	})
 	if err != nil {

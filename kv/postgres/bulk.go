@@ -2,16 +2,29 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/kvproxy/kvproxy/kv"
 )
 
 var _ kv.BulkInserter = (*Store)(nil)
 
-// InsertIfAbsent inserts every entry whose key is absent with one
-// statement (ON CONFLICT DO NOTHING); RETURNING names the inserted keys.
-// An entry repeated in entries is inserted once, for its first occurrence.
+// copySkip is how many calls InsertIfAbsent goes straight to the
+// statement after a COPY failed on a present key: keys that are already
+// there tend to come in runs (a resumed or repeated backfill), and a
+// failed COPY is wasted work.
+const copySkip = 16
+
+// InsertIfAbsent inserts every entry whose key is absent. It first tries
+// a binary COPY of all entries, which PostgreSQL runs about twice as fast
+// as an INSERT; COPY is atomic and fails as a whole (unique violation) if
+// any key is present, and then one INSERT ... ON CONFLICT DO NOTHING
+// inserts the absent ones, RETURNING naming them. An entry repeated in
+// entries is inserted once, for its first occurrence.
 func (s *Store) InsertIfAbsent(ctx context.Context, entries []kv.Entry) ([]bool, error) {
 	for i, e := range entries {
 		if err := kv.CheckWrite(e.PartitionKey, e.Key, e.Value); err != nil {
@@ -24,6 +37,21 @@ func (s *Store) InsertIfAbsent(ctx context.Context, entries []kv.Entry) ([]bool,
 	inserted := make([]bool, len(entries))
 	if len(entries) == 0 {
 		return inserted, nil
+	}
+	if s.copySkip.Load() > 0 {
+		s.copySkip.Add(-1)
+	} else {
+		ok, err := s.copyAll(ctx, entries)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			for i := range inserted {
+				inserted[i] = true
+			}
+			return inserted, nil
+		}
+		s.copySkip.Store(copySkip)
 	}
 	pks := make([][]byte, len(entries))
 	keys := make([][]byte, len(entries))
@@ -55,4 +83,23 @@ func (s *Store) InsertIfAbsent(ctx context.Context, entries []kv.Entry) ([]bool,
 		return nil, wrapErr(ctx, "insert if absent", err)
 	}
 	return inserted, nil
+}
+
+// copyAll inserts all entries with one COPY; ok is false, and nothing was
+// inserted, if a key was present (or repeated in entries).
+func (s *Store) copyAll(ctx context.Context, entries []kv.Entry) (ok bool, err error) {
+	_, err = s.pool.CopyFrom(ctx, pgx.Identifier{s.tableName}, []string{"partition_key", "key", "value"},
+		pgx.CopyFromSlice(len(entries), func(i int) ([]any, error) {
+			e := entries[i]
+			return []any{e.PartitionKey, e.Key, e.Value}, nil
+		}))
+	var pgErr *pgconn.PgError
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.As(err, &pgErr) && pgErr.Code == "23505": // unique_violation
+		return false, nil
+	default:
+		return false, wrapErr(ctx, "insert if absent", err)
+	}
 }

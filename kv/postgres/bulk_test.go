@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -46,5 +47,47 @@ func TestInsertIfAbsent(t *testing.T) {
 	}
 	if _, err := b.InsertIfAbsent(ctx, []kv.Entry{{PartitionKey: []byte("p"), Key: nil, Value: []byte("x")}}); !errors.Is(err, kv.ErrMissingKey) {
 		t.Errorf("empty key: %v", err)
+	}
+}
+
+// TestInsertIfAbsentCopyAndFallback: pages of absent keys (the COPY
+// path) and pages mixing present keys (COPY fails as a whole, the
+// statement inserts the absent ones) in turns: every flag is right, no
+// present value is touched and no absent key is lost.
+func TestInsertIfAbsentCopyAndFallback(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s := kvtest.NewPostgres(t, 0)
+	b := s.(kv.BulkInserter)
+	key := func(i int) []byte { return []byte(fmt.Sprintf("k%04d", i)) }
+	present := map[int]bool{}
+	for round := range 60 { // the COPY is skipped for a while after it failed
+		var entries []kv.Entry
+		var want []bool
+		for j := range 50 {
+			i := round*50 + j
+			if round%3 == 1 && j < 10 {
+				i = (round-1)*50 + j // present: the copy fails, the statement runs
+			}
+			entries = append(entries, kv.Entry{PartitionKey: []byte(fmt.Sprintf("p%d", i%7)), Key: key(i), Value: []byte(fmt.Sprintf("r%d", round))})
+			want = append(want, !present[i])
+			present[i] = true
+		}
+		got, err := b.InsertIfAbsent(ctx, entries)
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		for j := range want {
+			if got[j] != want[j] {
+				t.Fatalf("round %d: entry %d (%s) inserted = %v, want %v", round, j, entries[j].Key, got[j], want[j])
+			}
+			v, err := s.Get(ctx, entries[j].PartitionKey, entries[j].Key)
+			if err != nil {
+				t.Fatalf("round %d: %s: %v", round, entries[j].Key, err)
+			}
+			if want[j] != bytes.Equal(v.Value, entries[j].Value) {
+				t.Fatalf("round %d: %s = %q (inserted %v)", round, entries[j].Key, v.Value, want[j])
+			}
+		}
 	}
 }

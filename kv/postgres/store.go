@@ -22,10 +22,13 @@ const DriverName = "postgres"
 
 // Store is the PostgreSQL driver.
 type Store struct {
-	pool     *pgxpool.Pool
-	table    string // sanitized
-	pageSize int
-	closed   atomic.Bool
+	pool      *pgxpool.Pool
+	table     string // sanitized
+	tableName string
+	pageSize  int
+	closed    atomic.Bool
+	// copySkip counts down the InsertIfAbsent calls that skip COPY.
+	copySkip atomic.Int32
 
 	sqlGet, sqlSet, sqlInsert, sqlUpdateIf, sqlDelete string
 	sqlScanAll, sqlScanFrom, sqlScanAfter             string
@@ -63,9 +66,10 @@ func NewWithConfig(ctx context.Context, cfg *Config) (*Store, error) {
 	}
 	t := pgx.Identifier{cfg.TableName}.Sanitize()
 	return &Store{
-		pool:     pool,
-		table:    t,
-		pageSize: cfg.ScanPageSize,
+		pool:      pool,
+		table:     t,
+		tableName: cfg.TableName,
+		pageSize:  cfg.ScanPageSize,
 
 		sqlGet:       `SELECT value FROM ` + t + ` WHERE key = $1 AND partition_key = $2`,
 		sqlSet:       `INSERT INTO ` + t + `(partition_key,key,value) VALUES($1,$2,$3) ON CONFLICT (partition_key,key) DO UPDATE SET value = $3`,
@@ -584,6 +588,11 @@ func (s *Store) Close() {
 // Pool exposes the connection pool, for tests and health checks.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
+// firstPageCap is the capacity a scan page starts with: most partitions
+// (a staging token's) are far smaller than a page, and a page allocated
+// whole was mostly zeroed and dropped again.
+const firstPageCap = 128
+
 // cursor is where a scan of one partition goes on.
 type cursor struct {
 	s         *Store
@@ -611,7 +620,7 @@ func (c *cursor) fetch(ctx context.Context) ([]kv.Entry, bool, error) {
 		return nil, true, wrapErr(ctx, "scan", err)
 	}
 	defer rows.Close()
-	page := make([]kv.Entry, 0, min(c.s.pageSize, 1024))
+	page := make([]kv.Entry, 0, min(c.s.pageSize, firstPageCap))
 	for rows.Next() {
 		var k, v []byte
 		if err := rows.Scan(&k, &v); err != nil {

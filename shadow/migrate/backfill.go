@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/kvproxy/kvproxy/kv"
 	"github.com/kvproxy/kvproxy/metrics"
 	"github.com/kvproxy/kvproxy/refstore"
@@ -289,30 +291,50 @@ func (b *Backfill) step(ctx context.Context) error {
 	switch cp.Stage {
 	case StageRepositories:
 		return b.page(ctx, EntityRepositories, func(ctx context.Context, after string, _ []byte) ([]Row, error) {
-			return collect(ctx, b.o.Source, EntityRepositories,
-				`SELECT `+repoCols+` FROM graveler_repositories WHERE id > $1 ORDER BY id LIMIT $2`, after, n)
+			return collectN(ctx, b.o.Source, n, EntityRepositories,
+				`SELECT `+withXMin(repoCols)+` FROM graveler_repositories WHERE id > $1 ORDER BY id LIMIT $2`, after, n)
 		}, func() { cp.Stage, cp.Repo, cp.RepoStage, cp.After = StageCommitsReachable, "", "", "" }, nil)
 	case StageCommitsReachable, StageCommitsUnreachable, StageBranches, StageTags:
 		return b.repoStep(ctx)
-	case StageStaging, StageOrphans:
-		not := ""
-		next := StageOrphans
-		if cp.Stage == StageOrphans {
-			not, next = "NOT", StageDone
-		}
-		if cp.Stage == StageStaging && cp.After == "" && cp.AfterKey == nil {
+	case StageStaging:
+		if cp.After == "" && cp.AfterKey == nil {
 			if err := b.orphans(ctx); err != nil {
 				return err
 			}
 		}
-		if cp.Stage == StageStaging && !b.o.IncludeOrphans {
-			next = StageDone
-		}
+		// One pass over the table in index order, the cheapest read there
+		// is: filtering in the query (EXISTS on graveler_branches, which
+		// has no index on staging_token) made PostgreSQL sort every
+		// branch for every page, three times the cost of the page itself.
+		// Entries of orphan tokens are copied in the same pass with
+		// IncludeOrphans, dropped otherwise.
 		return b.page(ctx, EntityStaging, func(ctx context.Context, after string, afterKey []byte) ([]Row, error) {
-			return collect(ctx, b.o.Source, EntityStaging, `SELECT `+stagingCols+` FROM graveler_staging_kv s
-				WHERE (s.staging_token, s.key) > ($1, $2) AND `+not+` EXISTS (SELECT 1 FROM graveler_branches b WHERE b.staging_token = s.staging_token)
+			rows, err := collectN(ctx, b.o.Source, n, EntityStaging, `SELECT `+withXMin(stagingCols)+` FROM graveler_staging_kv
+				WHERE (staging_token, key) > ($1, $2) ORDER BY staging_token, key LIMIT $3`, after, afterKey, n)
+			if err != nil {
+				return nil, err
+			}
+			return rows, b.markOrphans(ctx, rows)
+		}, func() { cp.Stage, cp.After, cp.AfterKey = StageDone, "", nil }, func(_ context.Context, rows []Row) ([]Row, error) {
+			if b.o.IncludeOrphans {
+				return rows, nil
+			}
+			out := rows[:0]
+			for _, r := range rows {
+				if !r.orphan {
+					out = append(out, r)
+				}
+			}
+			return out, nil
+		})
+	case StageOrphans:
+		// Only a checkpoint of an earlier version, which copied orphans in
+		// a stage of their own, resumes here.
+		return b.page(ctx, EntityStaging, func(ctx context.Context, after string, afterKey []byte) ([]Row, error) {
+			return collectN(ctx, b.o.Source, n, EntityStaging, `SELECT `+withXMin(stagingCols)+` FROM graveler_staging_kv s
+				WHERE (s.staging_token, s.key) > ($1, $2) AND NOT EXISTS (SELECT 1 FROM graveler_branches b WHERE b.staging_token = s.staging_token)
 				ORDER BY s.staging_token, s.key LIMIT $3`, after, afterKey, n)
-		}, func() { cp.Stage, cp.After, cp.AfterKey = next, "", nil }, nil)
+		}, func() { cp.Stage, cp.After, cp.AfterKey = StageDone, "", nil }, nil)
 	default:
 		return fmt.Errorf("%w: unknown stage %q in the checkpoint", ErrBadKey, cp.Stage)
 	}
@@ -374,27 +396,57 @@ func (b *Backfill) repoStep(ctx context.Context) error {
 	switch cp.RepoStage {
 	case StageCommitsReachable:
 		entity = EntityCommits
-		q = reachCTE + `SELECT ` + commitCols + ` FROM graveler_commits WHERE repository_id = $1 AND id IN (SELECT id FROM reach) AND id > $2 ORDER BY id LIMIT $3`
+		q = reachCTE + `SELECT ` + withXMin(commitCols) + ` FROM graveler_commits WHERE repository_id = $1 AND id IN (SELECT id FROM reach) AND id > $2 ORDER BY id LIMIT $3`
 	case StageCommitsUnreachable:
 		// Every commit the walk did not copy: the unreachable ones, and
 		// those that became reachable behind the walk's position (a branch
 		// reset to an old commit). Pages are in byte order so that one KV
 		// range scan tells which are there already.
 		entity = EntityCommits
-		q = `SELECT ` + commitCols + ` FROM graveler_commits WHERE repository_id = $1 AND id COLLATE "C" > $2 ORDER BY id COLLATE "C" LIMIT $3`
+		q = `SELECT ` + withXMin(commitCols) + ` FROM graveler_commits WHERE repository_id = $1 AND id COLLATE "C" > $2 ORDER BY id COLLATE "C" LIMIT $3`
 		filter = b.absentCommits
 	case StageBranches:
 		entity = EntityBranches
-		q = `SELECT ` + branchCols + ` FROM graveler_branches WHERE repository_id = $1 AND id > $2 ORDER BY id LIMIT $3`
+		q = `SELECT ` + withXMin(branchCols) + ` FROM graveler_branches WHERE repository_id = $1 AND id > $2 ORDER BY id LIMIT $3`
 	case StageTags:
 		entity = EntityTags
-		q = `SELECT ` + tagCols + ` FROM graveler_tags WHERE repository_id = $1 AND id > $2 ORDER BY id LIMIT $3`
+		q = `SELECT ` + withXMin(tagCols) + ` FROM graveler_tags WHERE repository_id = $1 AND id > $2 ORDER BY id LIMIT $3`
 	default:
 		return fmt.Errorf("%w: unknown repository stage %q in the checkpoint", ErrBadKey, cp.RepoStage)
 	}
 	return b.page(ctx, entity, func(ctx context.Context, after string, _ []byte) ([]Row, error) {
-		return collect(ctx, b.o.Source, entity, q, repo, after, n)
+		return collectN(ctx, b.o.Source, n, entity, q, repo, after, n)
 	}, advance, filter)
+}
+
+// markOrphans marks the rows (ordered by token) whose token no branch
+// references: one query for the page's tokens.
+func (b *Backfill) markOrphans(ctx context.Context, rows []Row) error {
+	var toks []string
+	for i, r := range rows {
+		if i == 0 || r.Staged.StagingToken != rows[i-1].Staged.StagingToken {
+			toks = append(toks, r.Staged.StagingToken)
+		}
+	}
+	if len(toks) == 0 {
+		return nil
+	}
+	q, err := b.o.Source.Query(ctx, `SELECT DISTINCT staging_token FROM graveler_branches WHERE staging_token = ANY($1)`, toks)
+	if err != nil {
+		return fmt.Errorf("referenced tokens: %w", err)
+	}
+	ref, err := pgx.CollectRows(q, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("referenced tokens: %w", err)
+	}
+	referenced := make(map[string]bool, len(ref))
+	for _, t := range ref {
+		referenced[t] = true
+	}
+	for i := range rows {
+		rows[i].orphan = !referenced[rows[i].Staged.StagingToken]
+	}
+	return nil
 }
 
 // absentCommits drops the commits of a page (sorted bytewise by id) that
@@ -590,7 +642,7 @@ func (b *Backfill) copyRows(ctx context.Context, entity string, rows []Row) (kep
 			continue
 		}
 		pk, key := k.location(uid)
-		items = append(items, &item{key: k, pk: pk, k: key, value: v})
+		items = append(items, &item{key: k, pk: pk, k: key, value: v, xmin: r.XMin, hasXMin: r.HasXMin})
 	}
 	keys := make([]Key, len(items))
 	for i, it := range items {
@@ -607,14 +659,8 @@ func (b *Backfill) copyRows(ctx context.Context, entity string, rows []Row) (kep
 	if b.o.Hook != nil {
 		b.o.Hook(ctx, "after-write", entity, keys)
 	}
-	var written []Key
-	for _, it := range items {
-		if it.written {
-			written = append(written, it.key)
-		}
-	}
 	tr := time.Now()
-	now, err := readRows(ctx, b.o.Source, entity, written)
+	now, err := b.recheck(ctx, entity, items)
 	if err != nil {
 		return 0, err
 	}
@@ -623,6 +669,10 @@ func (b *Backfill) copyRows(ctx context.Context, entity string, rows []Row) (kep
 	for _, it := range items {
 		if !it.written {
 			present++
+			continue
+		}
+		if it.unchanged {
+			copied++
 			continue
 		}
 		cur, ok := now[it.key.String()]
@@ -662,6 +712,37 @@ func (b *Backfill) copyRows(ctx context.Context, entity string, rows []Row) (kep
 		b.o.Metrics.BackfillRowsCopied.WithLabelValues(entity).Add(float64(copied))
 	}
 	return int(copied), nil
+}
+
+// recheck re-reads, after the write, the SQL rows of the written items.
+// An item whose row version (xmin) is still the one read is marked
+// unchanged: a row version never changes, and a later version or a
+// re-inserted row has a later xmin. Only the others (changed, deleted, or
+// read without their xmin) are re-read whole, indexed by Key.String().
+func (b *Backfill) recheck(ctx context.Context, entity string, items []*item) (map[string]Row, error) {
+	var versioned, whole []Key
+	for _, it := range items {
+		if it.written && it.hasXMin {
+			versioned = append(versioned, it.key)
+		}
+	}
+	vers, err := readVersions(ctx, b.o.Source, entity, versioned)
+	if err != nil {
+		return nil, err
+	}
+	for _, it := range items {
+		if !it.written {
+			continue
+		}
+		if it.hasXMin {
+			if x, ok := vers[versionKey(it.key)]; ok && x == it.xmin {
+				it.unchanged = true
+				continue
+			}
+		}
+		whole = append(whole, it.key)
+	}
+	return readRows(ctx, b.o.Source, entity, whole)
 }
 
 // maxInvalid bounds the invalid rows a status names: the checkpoint

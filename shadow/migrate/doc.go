@@ -17,8 +17,10 @@
 // the walk's position; a bytewise page of commits is checked against one
 // KV range scan), the branches and the tags; then the staged entries of
 // every token
-// a branch references; orphan tokens are counted and reported, and copied
-// only with IncludeOrphans. Each step reads one page by keyset pagination
+// a branch references, in one pass over the staging table; orphan tokens
+// are counted and reported, and copied only with IncludeOrphans (in the
+// same pass). After each page is written, the rows' versions (xmin) are
+// re-read; a row whose version changed or is gone is re-read whole. Each step reads one page by keyset pagination
 // (PageSize rows, memory independent of the database size), writes it in
 // atomic batches of at most 100 keys, and saves a checkpoint
 // ("backfill/checkpoint"), so a killed run resumes where it stopped and

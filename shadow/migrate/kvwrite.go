@@ -25,6 +25,11 @@ type item struct {
 	pk, k   []byte
 	value   []byte
 	written bool
+	// xmin is the version of the SQL row the value was encoded from (if
+	// hasXMin); unchanged: the re-check found that version still current.
+	xmin      uint32
+	hasXMin   bool
+	unchanged bool
 }
 
 // batchWorkers is how many atomic batches of one page are in flight at

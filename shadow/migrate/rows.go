@@ -119,6 +119,12 @@ type Row struct {
 	State graveler.RepositoryState
 	// InstanceUID is the uid of a KV repository record.
 	InstanceUID string
+	// XMin is the SQL row version's xmin, when the query selected it
+	// (HasXMin): the backfill's re-check compares it instead of the row.
+	XMin    uint32
+	HasXMin bool
+	// orphan marks a staged entry whose token no branch references.
+	orphan bool
 }
 
 // Key returns the row's key.
@@ -211,8 +217,11 @@ func decode(k Key, kvKey, v []byte) (Row, error) {
 // empty and NULL parents, identity and data are equal.
 func diff(sql, kvr Row) string {
 	var d []string
-	add := func(ok bool, what string, a, b any) {
+	// vals is called only for a difference: boxing the values up front
+	// allocated on every compare of a verify.
+	add := func(ok bool, what string, vals func() (any, any)) {
 		if !ok {
+			a, b := vals()
 			d = append(d, fmt.Sprintf("%s: %v != %v", what, a, b))
 		}
 	}
@@ -220,23 +229,23 @@ func diff(sql, kvr Row) string {
 	switch sql.Entity {
 	case EntityRepositories:
 		a, b := sql.Repo, kvr.Repo
-		add(a.StorageNamespace == b.StorageNamespace, "storage_namespace", a.StorageNamespace, b.StorageNamespace)
-		add(a.DefaultBranch == b.DefaultBranch, "default_branch", a.DefaultBranch, b.DefaultBranch)
-		add(us(a.CreationDate).Equal(us(b.CreationDate)), "creation_date", us(a.CreationDate), us(b.CreationDate))
-		add(kvr.State == graveler.RepositoryState_ACTIVE, "state", "ACTIVE", kvr.State)
-		add(kvr.InstanceUID != "", "instance_uid", "non-empty", `""`)
+		add(a.StorageNamespace == b.StorageNamespace, "storage_namespace", func() (any, any) { return a.StorageNamespace, b.StorageNamespace })
+		add(a.DefaultBranch == b.DefaultBranch, "default_branch", func() (any, any) { return a.DefaultBranch, b.DefaultBranch })
+		add(us(a.CreationDate).Equal(us(b.CreationDate)), "creation_date", func() (any, any) { return us(a.CreationDate), us(b.CreationDate) })
+		add(kvr.State == graveler.RepositoryState_ACTIVE, "state", func() (any, any) { return "ACTIVE", kvr.State })
+		add(kvr.InstanceUID != "", "instance_uid", func() (any, any) { return "non-empty", `""` })
 	case EntityCommits:
 		a, b := sql.Commit, kvr.Commit
-		add(a.Committer == b.Committer, "committer", a.Committer, b.Committer)
-		add(a.Message == b.Message, "message", a.Message, b.Message)
-		add(a.MetaRangeID == b.MetaRangeID, "meta_range_id", a.MetaRangeID, b.MetaRangeID)
-		add(us(a.CreationDate).Equal(us(b.CreationDate)), "creation_date", us(a.CreationDate), us(b.CreationDate))
+		add(a.Committer == b.Committer, "committer", func() (any, any) { return a.Committer, b.Committer })
+		add(a.Message == b.Message, "message", func() (any, any) { return a.Message, b.Message })
+		add(a.MetaRangeID == b.MetaRangeID, "meta_range_id", func() (any, any) { return a.MetaRangeID, b.MetaRangeID })
+		add(us(a.CreationDate).Equal(us(b.CreationDate)), "creation_date", func() (any, any) { return us(a.CreationDate), us(b.CreationDate) })
 		ma, erra := refstore.ParseMetadata(a.Metadata)
 		mb, errb := refstore.ParseMetadata(b.Metadata)
-		add(erra == nil && errb == nil && maps.Equal(ma, mb), "metadata", string(a.Metadata), string(b.Metadata))
-		add(slices.Equal(a.Parents, b.Parents), "parents", a.Parents, b.Parents)
-		add(a.Version == b.Version, "version", a.Version, b.Version)
-		add(a.Generation != nil && b.Generation != nil && *a.Generation == *b.Generation, "generation", deref(a.Generation), deref(b.Generation))
+		add(erra == nil && errb == nil && maps.Equal(ma, mb), "metadata", func() (any, any) { return string(a.Metadata), string(b.Metadata) })
+		add(slices.Equal(a.Parents, b.Parents), "parents", func() (any, any) { return a.Parents, b.Parents })
+		add(a.Version == b.Version, "version", func() (any, any) { return a.Version, b.Version })
+		add(a.Generation != nil && b.Generation != nil && *a.Generation == *b.Generation, "generation", func() (any, any) { return deref(a.Generation), deref(b.Generation) })
 		// The id is a content hash: recompute it from the KV fields, so a
 		// KV commit whose fields no longer hash to its id (hash refs would
 		// stop resolving) is a mismatch even if every compared column
@@ -248,17 +257,17 @@ func diff(sql, kvr Row) string {
 		}
 	case EntityBranches:
 		a, b := sql.Branch, kvr.Branch
-		add(deref(a.StagingToken) == deref(b.StagingToken), "staging_token", deref(a.StagingToken), deref(b.StagingToken))
-		add(deref(a.CommitID) == deref(b.CommitID), "commit_id", deref(a.CommitID), deref(b.CommitID))
+		add(deref(a.StagingToken) == deref(b.StagingToken), "staging_token", func() (any, any) { return deref(a.StagingToken), deref(b.StagingToken) })
+		add(deref(a.CommitID) == deref(b.CommitID), "commit_id", func() (any, any) { return deref(a.CommitID), deref(b.CommitID) })
 	case EntityTags:
 		a, b := sql.Tag, kvr.Tag
-		add(deref(a.CommitID) == deref(b.CommitID), "commit_id", deref(a.CommitID), deref(b.CommitID))
+		add(deref(a.CommitID) == deref(b.CommitID), "commit_id", func() (any, any) { return deref(a.CommitID), deref(b.CommitID) })
 	case EntityStaging:
 		a, b := sql.Staged, kvr.Staged
-		add(bytes.Equal(a.Key, b.Key), "key", a.Key, b.Key)
-		add((a.Identity == nil) == (b.Identity == nil), "tombstone", a.Identity == nil, b.Identity == nil)
-		add(bytes.Equal(a.Identity, b.Identity), "identity", a.Identity, b.Identity)
-		add(bytes.Equal(a.Data, b.Data), "data", a.Data, b.Data)
+		add(bytes.Equal(a.Key, b.Key), "key", func() (any, any) { return a.Key, b.Key })
+		add((a.Identity == nil) == (b.Identity == nil), "tombstone", func() (any, any) { return a.Identity == nil, b.Identity == nil })
+		add(bytes.Equal(a.Identity, b.Identity), "identity", func() (any, any) { return a.Identity, b.Identity })
+		add(bytes.Equal(a.Data, b.Data), "data", func() (any, any) { return a.Data, b.Data })
 	}
 	return strings.Join(d, "; ")
 }
@@ -279,25 +288,36 @@ const (
 	stagingCols = `staging_token, key, identity, data`
 )
 
+// withXMin appends the row version to an entity's column list: see
+// Row.XMin.
+func withXMin(cols string) string { return cols + `, xmin` }
+
+// entityCols are the columns of each entity, in scanRow's order.
+var entityCols = map[string]int{EntityRepositories: 4, EntityCommits: 10, EntityBranches: 4, EntityTags: 3, EntityStaging: 4}
+
 func scanRow(entity string, rows pgx.Rows) (Row, error) {
 	r := Row{Entity: entity, State: graveler.RepositoryState_ACTIVE}
-	var err error
+	var dst []any
+	var md *string
 	switch entity {
 	case EntityRepositories:
-		err = rows.Scan(&r.Repo.ID, &r.Repo.StorageNamespace, &r.Repo.CreationDate, &r.Repo.DefaultBranch)
+		dst = []any{&r.Repo.ID, &r.Repo.StorageNamespace, &r.Repo.CreationDate, &r.Repo.DefaultBranch}
 	case EntityCommits:
-		var md *string
 		c := &r.Commit
-		err = rows.Scan(&c.RepositoryID, &c.ID, &c.Committer, &c.Message, &c.CreationDate, &c.MetaRangeID, &md, &c.Parents, &c.Version, &c.Generation)
-		if md != nil {
-			c.Metadata = []byte(*md)
-		}
+		dst = []any{&c.RepositoryID, &c.ID, &c.Committer, &c.Message, &c.CreationDate, &c.MetaRangeID, &md, &c.Parents, &c.Version, &c.Generation}
 	case EntityBranches:
-		err = rows.Scan(&r.Branch.RepositoryID, &r.Branch.ID, &r.Branch.StagingToken, &r.Branch.CommitID)
+		dst = []any{&r.Branch.RepositoryID, &r.Branch.ID, &r.Branch.StagingToken, &r.Branch.CommitID}
 	case EntityTags:
-		err = rows.Scan(&r.Tag.RepositoryID, &r.Tag.ID, &r.Tag.CommitID)
+		dst = []any{&r.Tag.RepositoryID, &r.Tag.ID, &r.Tag.CommitID}
 	case EntityStaging:
-		err = rows.Scan(&r.Staged.StagingToken, &r.Staged.Key, &r.Staged.Identity, &r.Staged.Data)
+		dst = []any{&r.Staged.StagingToken, &r.Staged.Key, &r.Staged.Identity, &r.Staged.Data}
+	}
+	if len(rows.FieldDescriptions()) == entityCols[entity]+1 {
+		dst, r.HasXMin = append(dst, &r.XMin), true
+	}
+	err := rows.Scan(dst...)
+	if md != nil {
+		r.Commit.Metadata = []byte(*md)
 	}
 	if err != nil {
 		return r, fmt.Errorf("read %s row: %w", entity, err)
@@ -311,12 +331,22 @@ type querier interface {
 }
 
 func collect(ctx context.Context, q querier, entity, sql string, args ...any) ([]Row, error) {
+	return collectN(ctx, q, 0, entity, sql, args...)
+}
+
+// collectN is collect for a query of up to n rows: a Row is large, and
+// growing the slice row by row copied each page several times over.
+func collectN(ctx context.Context, q querier, n int, entity, sql string, args ...any) ([]Row, error) {
+	return collectInto(ctx, q, make([]Row, 0, n), entity, sql, args...)
+}
+
+// collectInto appends the rows of a query to out.
+func collectInto(ctx context.Context, q querier, out []Row, entity, sql string, args ...any) ([]Row, error) {
 	rows, err := q.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, fmt.Errorf("query %s: %w", entity, err)
 	}
 	defer rows.Close()
-	var out []Row
 	for rows.Next() {
 		r, err := scanRow(entity, rows)
 		if err != nil {
@@ -353,6 +383,91 @@ func readRow(ctx context.Context, q querier, k Key) (Row, bool, error) {
 		return Row{}, false, err
 	}
 	return rs[0], true, nil
+}
+
+// versionKey names a row among those of one re-check: keys of one
+// re-check share the entity and (but for repositories and staging) the
+// repository.
+func versionKey(k Key) string {
+	if k.Entity == EntityStaging {
+		return k.ID + "\x00" + string(k.StagingKey)
+	}
+	return k.ID
+}
+
+// readVersions re-reads only the xmin of the rows of keys (as readRows
+// selects them), indexed by versionKey: a row whose xmin did not change is
+// the very row version read before, so nothing of it changed.
+func readVersions(ctx context.Context, q querier, entity string, keys []Key) (map[string]uint32, error) {
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	ids := make([]string, len(keys))
+	for i, k := range keys {
+		ids[i] = k.ID
+	}
+	var rows pgx.Rows
+	var err error
+	switch entity {
+	case EntityRepositories:
+		rows, err = q.Query(ctx, `SELECT id, NULL::bytea, xmin FROM graveler_repositories WHERE id = ANY($1)`, ids)
+	case EntityCommits:
+		rows, err = q.Query(ctx, `SELECT id, NULL::bytea, xmin FROM graveler_commits WHERE repository_id = $1 AND id = ANY($2)`, keys[0].Repository, ids)
+	case EntityBranches:
+		rows, err = q.Query(ctx, `SELECT id, NULL::bytea, xmin FROM graveler_branches WHERE repository_id = $1 AND id = ANY($2)`, keys[0].Repository, ids)
+	case EntityTags:
+		rows, err = q.Query(ctx, `SELECT id, NULL::bytea, xmin FROM graveler_tags WHERE repository_id = $1 AND id = ANY($2)`, keys[0].Repository, ids)
+	case EntityStaging:
+		// The keys of a page are a keyset range, as in readRows; rows of
+		// the range that are not keys are ignored by the caller.
+		lo, hi := keys[0], keys[len(keys)-1]
+		out, err := stagingVersions(ctx, q, `SELECT staging_token, key, xmin FROM graveler_staging_kv
+			WHERE (staging_token, key) >= ($1, $2) AND (staging_token, key) <= ($3, $4) LIMIT $5`, lo.ID, lo.StagingKey, hi.ID, hi.StagingKey, 4*len(keys)+1)
+		if err == nil && len(out) > 4*len(keys) {
+			// Not a page (the orphans stage skips the tokens between):
+			// look the pairs up instead.
+			skeys := make([][]byte, len(keys))
+			for i, k := range keys {
+				skeys[i] = k.StagingKey
+			}
+			out, err = stagingVersions(ctx, q, `SELECT s.staging_token, s.key, s.xmin FROM graveler_staging_kv s
+				WHERE (s.staging_token, s.key) IN (SELECT t, k FROM unnest($1::text[], $2::bytea[]) AS u(t, k))`, ids, skeys)
+		}
+		return out, err
+	default:
+		return nil, fmt.Errorf("%w: entity %q", ErrBadKey, entity)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("re-read %s versions: %w", entity, err)
+	}
+	return scanVersions(rows, entity)
+}
+
+func stagingVersions(ctx context.Context, q querier, sql string, args ...any) (map[string]uint32, error) {
+	rows, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("re-read staging versions: %w", err)
+	}
+	return scanVersions(rows, EntityStaging)
+}
+
+// scanVersions reads rows of (id, staging key, xmin).
+func scanVersions(rows pgx.Rows, entity string) (map[string]uint32, error) {
+	defer rows.Close()
+	out := map[string]uint32{}
+	var id string
+	var skey []byte
+	var xmin uint32
+	for rows.Next() {
+		if err := rows.Scan(&id, &skey, &xmin); err != nil {
+			return nil, fmt.Errorf("re-read %s versions: %w", entity, err)
+		}
+		out[versionKey(Key{Entity: entity, ID: id, StagingKey: skey})] = xmin
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("re-read %s versions: %w", entity, err)
+	}
+	return out, nil
 }
 
 // readRows re-reads the rows of keys, all of one entity (and, for entities

@@ -205,6 +205,25 @@ type Verifier struct {
 	// noRecheck: a Syncer repairs every difference at once (its repair
 	// re-checks), so re-reading first would only slow it down.
 	noRecheck bool
+	// inflight is a cursor's FETCH running ahead on tx; every other use of
+	// tx waits for it first (settle): a connection runs one statement at
+	// a time.
+	inflight *fetchJob
+}
+
+// fetchJob is a FETCH running ahead.
+type fetchJob struct {
+	done chan struct{}
+	rows []Row
+	err  error
+}
+
+// settle waits for a FETCH running ahead on tx, if any.
+func (v *Verifier) settle() {
+	if j := v.inflight; j != nil {
+		<-j.done
+		v.inflight = nil
+	}
 }
 
 // NewVerifier checks the options.
@@ -257,7 +276,7 @@ func (v *Verifier) Run(ctx context.Context) (Report, error) {
 		return v.rep, fmt.Errorf("begin snapshot: %w", err)
 	}
 	v.tx = tx
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	defer func() { v.settle(); _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	if err := v.countTotal(ctx); err != nil {
 		return v.rep, err
 	}
@@ -302,6 +321,7 @@ func (v *Verifier) publish() {
 }
 
 func (v *Verifier) countTotal(ctx context.Context) error {
+	v.settle()
 	var n int64
 	err := v.tx.QueryRow(ctx, `SELECT (SELECT count(*) FROM graveler_repositories) + (SELECT count(*) FROM graveler_commits)
 		+ (SELECT count(*) FROM graveler_branches) + (SELECT count(*) FROM graveler_tags) + (SELECT count(*) FROM graveler_staging_kv)`).Scan(&n)
@@ -380,20 +400,25 @@ func (v *Verifier) record(ctx context.Context, result string, k Key, uid, detail
 
 // sqlCursor streams a query of the snapshot through a server-side cursor,
 // a page per round trip, so other queries of the snapshot can run between
-// pages.
+// pages. While a full page is compared, the next one is fetched (the
+// compare would otherwise wait for every page's round trip).
 type sqlCursor struct {
+	v      *Verifier
 	tx     pgx.Tx
 	name   string
 	entity string
 	page   int
 	buf    []Row
+	spare  []Row // the other buffer: buf is read while spare is filled
+	job    *fetchJob
 	pos    int
 	done   bool
 }
 
 func (v *Verifier) open(ctx context.Context, entity, query string, args ...any) (*sqlCursor, error) {
+	v.settle()
 	v.cursor++
-	c := &sqlCursor{tx: v.tx, name: fmt.Sprintf("kvproxy_verify_%d", v.cursor), entity: entity, page: v.o.PageSize}
+	c := &sqlCursor{v: v, tx: v.tx, name: fmt.Sprintf("kvproxy_verify_%d", v.cursor), entity: entity, page: v.o.PageSize}
 	if _, err := v.tx.Exec(ctx, `DECLARE `+c.name+` NO SCROLL CURSOR FOR `+query, args...); err != nil {
 		return nil, fmt.Errorf("open %s cursor: %w", entity, err)
 	}
@@ -411,18 +436,47 @@ func (c *sqlCursor) next(ctx context.Context) (Row, bool, error) {
 // peek returns the next row without consuming it.
 func (c *sqlCursor) peek(ctx context.Context) (Row, bool, error) {
 	if c.pos >= len(c.buf) && !c.done {
-		// Describe each FETCH: the text is the same for cursors of
-		// different columns, so a cached statement would decode wrongly.
-		rows, err := collect(ctx, c.tx, c.entity, fmt.Sprintf(`FETCH %d FROM %s`, c.page, c.name), pgx.QueryExecModeDescribeExec)
+		// Buffers are reused: rows leave the cursor by value.
+		var rows []Row
+		var err error
+		if j := c.job; j != nil {
+			<-j.done
+			if c.v.inflight == j {
+				c.v.inflight = nil
+			}
+			c.job, rows, err = nil, j.rows, j.err
+		} else {
+			c.v.settle()
+			rows, err = c.fetch(ctx, c.spare)
+		}
 		if err != nil {
 			return Row{}, false, err
 		}
-		c.buf, c.pos, c.done = rows, 0, len(rows) < c.page
+		c.spare, c.buf, c.pos, c.done = c.buf, rows, 0, len(rows) < c.page
+		if !c.done {
+			c.v.settle()
+			j, spare := &fetchJob{done: make(chan struct{})}, c.spare
+			c.spare, c.job, c.v.inflight = nil, j, j
+			go func() {
+				defer close(j.done)
+				j.rows, j.err = c.fetch(ctx, spare)
+			}()
+		}
 	}
 	if c.pos >= len(c.buf) {
 		return Row{}, false, nil
 	}
 	return c.buf[c.pos], true, nil
+}
+
+// fetch reads the next page into buf's storage.
+func (c *sqlCursor) fetch(ctx context.Context, buf []Row) ([]Row, error) {
+	if buf == nil {
+		buf = make([]Row, 0, c.page)
+	}
+	// Describe each FETCH: the text is the same for cursors of different
+	// columns, so a cached statement would decode wrongly.
+	return collectInto(ctx, c.tx, buf[:0], c.entity, fmt.Sprintf(`FETCH %d FROM %s`, c.page, c.name), pgx.QueryExecModeDescribeExec)
 }
 
 // rowSource is the SQL side of a merge.
@@ -460,6 +514,8 @@ func (t *tokenRows) next(ctx context.Context) (Row, bool, error) {
 func (t *tokenRows) close(context.Context) {}
 
 func (c *sqlCursor) close(ctx context.Context) {
+	c.v.settle()
+	c.job = nil
 	_, _ = c.tx.Exec(ctx, `CLOSE `+c.name)
 }
 
@@ -777,11 +833,20 @@ func (v *Verifier) stagingTokens(ctx context.Context, toks []string) error {
 		return err
 	}
 	defer sql.close(ctx)
+	parts := make([][]byte, len(toks))
+	for i, tok := range toks {
+		parts[i] = refstore.StagingPartition(tok)
+	}
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ahead := startScanAhead(actx, v.o.KV, parts)
+	defer ahead.close()
 	for _, tok := range toks {
-		kvs, err := v.scanKV(ctx, refstore.StagingPartition(tok), nil, nil)
+		it, err := ahead.next(ctx)
 		if err != nil {
 			return err
 		}
+		kvs := &kvSide{it: it}
 		token := tok
 		err = v.merge(ctx, EntityStaging, "", &tokenRows{c: sql, token: token}, kvs,
 			func(r Row) []byte { return r.Staged.Key },
@@ -814,6 +879,7 @@ func (v *Verifier) staging(ctx context.Context, token string) error {
 // orphans verifies the tokens no branch references (as PostgreSQL sees
 // them; KV has no list of partitions to find orphans only it has).
 func (v *Verifier) orphans(ctx context.Context) error {
+	v.settle()
 	rows, err := v.tx.Query(ctx, `SELECT DISTINCT staging_token FROM graveler_staging_kv s
 		WHERE NOT EXISTS (SELECT 1 FROM graveler_branches b WHERE b.staging_token = s.staging_token) ORDER BY 1`)
 	if err != nil {
@@ -855,6 +921,7 @@ func (v *Verifier) runIncremental(ctx context.Context) (Report, error) {
 		if err := k.check(); err != nil {
 			return v.rep, err
 		}
+		v.settle()
 		res, uid, d, err := v.compareKey(ctx, v.tx, k)
 		if err != nil {
 			return v.rep, err
