@@ -124,6 +124,9 @@ type Result struct {
 	// CaughtUp counts dirty-key entries repaired before the barrier went
 	// up, Repaired those repaired under it.
 	CaughtUp int
+	// Synced counts the keys of younger entries synced (not cleared)
+	// before the barrier went up.
+	Synced   int
 	Repaired int
 	// Held is how long the barrier was up.
 	Held time.Duration
@@ -327,6 +330,17 @@ func (o *Options) barrier(ctx context.Context, pl plan, res *Result) error {
 		o.Log.Warn("catch-up repair before the barrier", "err", perr)
 	}
 	o.printf("caught up: %d dirty keys repaired before the barrier", pre)
+	// Younger entries may still have a mirror in flight, so they stay in
+	// the log for the barrier; syncing their keys now (without clearing
+	// them) leaves the barrier mostly comparisons, not copies.
+	sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+	synced, serr := o.presync(sctx, pl)
+	scancel()
+	res.Synced = synced
+	if serr != nil && o.Log != nil {
+		o.Log.Warn("sync of recent dirty keys before the barrier", "err", serr)
+	}
+	o.printf("synced the %d keys of recent entries, which the barrier verifies again", synced)
 	start := o.Control.Now().UTC()
 	b := &control.Barrier{ID: xid.New().String(), Target: pl.to, Started: start, By: o.By, Deadline: start.Add(o.Timeout)}
 	up := cur
@@ -470,6 +484,53 @@ func (o *Options) drainUnderBarrier(ctx context.Context, pl plan, res *Result) e
 	}
 	o.printf("incremental verify of %d logged keys clean; %d repaired", verified, res.Repaired)
 	return nil
+}
+
+// presync syncs the keys of every entry of the log (compare, and copy
+// from the authoritative store if they differ) without clearing any, and
+// returns how many keys it synced.
+func (o *Options) presync(ctx context.Context, pl plan) (int, error) {
+	es, err := pl.dirtyLog.List(ctx, o.Control.Now().Add(time.Second), 10*drainPage)
+	if err != nil {
+		return 0, err
+	}
+	keys, _ := distinctKeys(es)
+	syncer, err := migrate.NewSyncer(migrate.VerifyOptions{Source: o.Source, KV: o.KV, Direction: pl.direction, Log: o.Log})
+	if err != nil {
+		return 0, err
+	}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+		next  = make(chan migrate.Key)
+	)
+	for range min(16, len(keys)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range next {
+				if err := syncer.Sync(ctx, dirty.Key(k)); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = fmt.Errorf("%s: %w", dirty.Key(k), err)
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	n := 0
+	for _, k := range keys {
+		if ctx.Err() != nil {
+			break
+		}
+		next <- k
+		n++
+	}
+	close(next)
+	wg.Wait()
+	return n, first
 }
 
 // drainPage is how many dirty-key entries the barrier verifies at once.

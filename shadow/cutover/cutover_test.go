@@ -188,7 +188,7 @@ func TestCutoverRollbackFinalize(t *testing.T) {
 	if err != nil {
 		t.Fatalf("cutover: %v\n%s", err, out.String())
 	}
-	if res.To.Phase != control.KVPrimary || res.To.Epoch != before.Epoch+1 || res.CaughtUp+res.Repaired != 1 {
+	if res.To.Phase != control.KVPrimary || res.To.Epoch != before.Epoch+1 || res.CaughtUp+res.Synced+res.Repaired != 1 {
 		t.Fatalf("cutover result %+v", res)
 	}
 	if res.Held < 300*time.Millisecond {
