@@ -36,6 +36,8 @@ import (
 //
 // Everything else (BEGIN, ROLLBACK, reads, advisory locks, other tables) is
 // forwarded; BEGIN and ROLLBACK are watched to know the transaction state.
+// The watchers only observe (wire.ForwardObserve): none of them changes a
+// result, so an execution and its Sync go upstream together.
 
 // pendingOp is a ref-store write waiting for its transaction's COMMIT.
 type pendingOp struct {
@@ -51,14 +53,14 @@ func (r *Router) routeDualWrite(p *translate.Plan) wire.Handler {
 		case translate.TxCommit:
 			return wire.Local(&dwCommit{r: r, p: p})
 		case translate.TxRollback:
-			return wire.ForwardInspect(r.dwRollback)
+			return wire.ForwardObserve(nil, r.dwRollback)
 		default:
 			if !p.Tx.ReadOnly {
 				// A read-write transaction is a writer from its BEGIN (see
 				// Router.transaction).
-				return wire.ForwardHooks(r.dwBeginWrite, r.dwBegin)
+				return wire.ForwardObserve(r.dwBeginWrite, r.dwBegin)
 			}
-			return wire.ForwardInspect(r.dwBegin)
+			return wire.ForwardObserve(nil, r.dwBegin)
 		}
 	case translate.Unsupported:
 		// PostgreSQL would run it, but nobody could mirror it: the stores
@@ -70,11 +72,11 @@ func (r *Router) routeDualWrite(p *translate.Plan) wire.Handler {
 	case translate.RefStore:
 		switch {
 		case p.Shape == translate.L1 || p.Shape == translate.L2:
-			return wire.ForwardHooks(r.lockBefore(nil), r.lockAfter(nil))
+			return wire.ForwardObserve(r.lockBefore(nil), r.lockAfter(nil))
 		case p.Fields == nil:
 			return wire.Local(&dwWrite{r: r, p: p})
 		case r.opt.ShadowReadFraction > 0:
-			return wire.ForwardInspect(r.shadowRead(p))
+			return wire.ForwardObserve(nil, r.shadowRead(p))
 		}
 	}
 	return wire.Forward()

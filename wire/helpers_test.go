@@ -111,8 +111,9 @@ func pgCode(err error) string {
 //	/*local*/ SLEEP       -> waits for cancel
 //
 // and forwards /*inspect*/ statements with an inspector that records results
-// (and rejects them when the text contains "reject"); everything else is
-// forwarded.
+// (and rejects them when the text contains "reject"), /*observe*/ ones with
+// an observer (ForwardObserve) that records them and whose error, when the
+// text contains "reject", must be ignored; everything else is forwarded.
 type testRouter struct {
 	mu        sync.Mutex
 	inspected []*Inspected
@@ -144,6 +145,17 @@ func (r *testRouter) Route(_ context.Context, sess *Session, sql string) (Handle
 			r.mu.Unlock()
 			if reject && res.Err == nil {
 				return Errorf("XX001", "inspector rejected %q", res.Tag)
+			}
+			return nil
+		}), nil
+	case strings.HasPrefix(sql, "/*observe*/"):
+		reject := strings.Contains(sql, "reject")
+		return ForwardObserve(nil, func(_ context.Context, _ *Session, res *Inspected) error {
+			r.mu.Lock()
+			r.inspected = append(r.inspected, res)
+			r.mu.Unlock()
+			if reject {
+				return Errorf("XX001", "an observer cannot reject %q", res.Tag)
 			}
 			return nil
 		}), nil

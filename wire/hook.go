@@ -89,6 +89,8 @@ type BeforeFunc func(ctx context.Context, sess *Session) error
 type inspectHandler struct {
 	f      InspectFunc
 	before BeforeFunc
+	// observe: f only watches; the result goes to the client as it is.
+	observe bool
 }
 
 func (inspectHandler) handlerKind() kind { return kindInspect }
@@ -104,6 +106,19 @@ func ForwardHooks(before BeforeFunc, inspect InspectFunc) Handler {
 		inspect = func(context.Context, *Session, *Inspected) error { return nil }
 	}
 	return inspectHandler{f: inspect, before: before}
+}
+
+// ForwardObserve is ForwardHooks for an f that only watches the result
+// (to count it, compare it, or note a transaction's state) and never
+// replaces it: f's error is ignored. Because nothing can turn the result
+// into an error, what follows the statement (its Sync above all) goes
+// upstream at once instead of after the result, which saves a round trip
+// per extended-protocol execution. Either function may be nil.
+func ForwardObserve(before BeforeFunc, f InspectFunc) Handler {
+	if f == nil {
+		f = func(context.Context, *Session, *Inspected) error { return nil }
+	}
+	return inspectHandler{f: f, before: before, observe: true}
 }
 
 type localHandler struct{ s LocalStatement }

@@ -73,9 +73,10 @@ type slot struct {
 }
 
 type inspection struct {
-	f   InspectFunc
-	res Inspected
-	buf []upMsg
+	f       InspectFunc
+	observe bool // see ForwardObserve
+	res     Inspected
+	buf     []upMsg
 }
 
 // routed is the per-session state of the statement-by-statement path.
@@ -629,7 +630,7 @@ func (s *Session) simpleQuery(sql string) error {
 					break
 				}
 			}
-			failed, err = s.forwardQuery(p, &inspection{f: h.f, res: Inspected{SQL: p}})
+			failed, err = s.forwardQuery(p, &inspection{f: h.f, observe: h.observe, res: Inspected{SQL: p}})
 		default:
 			if ok, uerr := s.upSimple(); !ok {
 				failed, err = true, uerr
@@ -734,7 +735,7 @@ func (s *Session) forwardQuery(sql string, ins *inspection) (failed bool, err er
 				if ierr != nil {
 					failed = true
 				}
-				ins = &inspection{f: ins.f, res: Inspected{SQL: sql}}
+				ins = &inspection{f: ins.f, observe: ins.observe, res: Inspected{SQL: sql}}
 				continue
 			}
 		}
@@ -783,6 +784,9 @@ func (s *Session) finishInspection(ins *inspection, last upMsg) error {
 	s.inInspect = true
 	err := ins.f(s.ctx, s, &ins.res)
 	s.inInspect = false
+	if ins.observe {
+		err = nil
+	}
 	if err != nil {
 		if last.typ == 'E' {
 			s.writeRaw(last.typ, last.body)
@@ -1187,13 +1191,13 @@ func (s *Session) execute(body []byte) error {
 				if fields == nil {
 					fields = p.st.fields
 				}
-				sl.ins = &inspection{f: ih.f, res: Inspected{SQL: p.st.sql, Params: p.params, Fields: withFormats(fields, p.rawFmts)}}
+				sl.ins = &inspection{f: ih.f, observe: ih.observe, res: Inspected{SQL: p.st.sql, Params: p.params, Fields: withFormats(fields, p.rawFmts)}}
 			}
 		}
 		if err := s.forwardExt('E', body, sl); err != nil {
 			return err
 		}
-		if sl.ins != nil {
+		if sl.ins != nil && !sl.ins.observe {
 			// The inspector may reject the result; nothing after it may
 			// reach the upstream before that is known.
 			return s.drain(true)

@@ -318,6 +318,35 @@ func TestRouterPipelineMixed(t *testing.T) {
 	if err := conn.QueryRow(ctx, `SELECT count(*) FROM t WHERE id = 8`).Scan(&n); err != nil || n != 0 {
 		t.Fatalf("rejected insert committed: %d %v", n, err)
 	}
+
+	// (d) Observation: the observer sees the result, cannot replace it, and
+	// statements pipelined after it keep their order.
+	r.mu.Lock()
+	r.inspected = nil
+	r.mu.Unlock()
+	b = &pgx.Batch{}
+	b.Queue(`/*observe*/ /*reject*/ INSERT INTO t VALUES ($1) RETURNING id`, 9)
+	b.Queue(`SELECT count(*) FROM t WHERE id = $1`, 9)
+	b.Queue(`/*observe*/ SELECT id FROM t WHERE id = $1`, 9)
+	br = conn.SendBatch(ctx, b)
+	if err := br.QueryRow().Scan(&id); err != nil || id != 9 {
+		t.Fatalf("observed insert: %d %v (an observer's error must not reach the client)", id, err)
+	}
+	if err := br.QueryRow().Scan(&n); err != nil || n != 1 {
+		t.Fatalf("statement after an observed one: %d %v", n, err)
+	}
+	if err := br.QueryRow().Scan(&id); err != nil || id != 9 {
+		t.Fatalf("observed select: %d %v", id, err)
+	}
+	if err := br.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.inspected) != 2 || r.inspected[0].Tag != "INSERT 0 1" || len(r.inspected[0].Rows) != 1 ||
+		r.inspected[1].Tag != "SELECT 1" || len(r.inspected[1].Rows) != 1 {
+		t.Fatalf("observed: %+v", r.inspected)
+	}
 }
 
 // rawConn is a protocol-level client for tests pgx cannot express.
