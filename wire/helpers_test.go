@@ -108,7 +108,6 @@ func pgCode(err error) string {
 //	/*local*/ BEGIN|COMMIT|ROLLBACK -> local transaction control
 //	/*local*/ OUTBOX $1   -> INSERT INTO outbox upstream, in the client's transaction
 //	/*local*/ PIPELINE $1 -> Upstream.ExecPipeline: two outbox rows and a count ("fail": an error between)
-//	/*local*/ UPEXEC sql  -> Upstream.Exec(sql) without parameters; its first value or tag
 //	/*local*/ SLEEP       -> waits for cancel
 //
 // and forwards /*inspect*/ statements with an inspector that records results
@@ -264,22 +263,6 @@ func (r *testRouter) Route(_ context.Context, sess *Session, sql string) (Handle
 					return "", err
 				}
 				return "SELECT 1", nil
-			}}), nil
-	case strings.HasPrefix(rest, "UPEXEC "):
-		// A parameterless Upstream.Exec of the rest of the text, answered
-		// with its first value (or its tag when it has no rows).
-		sql := strings.TrimPrefix(rest, "UPEXEC ")
-		return Local(localFunc{cols: []Column{{Name: "v", TypeOID: 25, TypeSize: -1}},
-			exec: func(ctx context.Context, sess *Session, _ Params, w *RowWriter) (string, error) {
-				res, err := sess.Upstream().Exec(ctx, sql)
-				if err != nil {
-					return "", err
-				}
-				v := res.Tag
-				if len(res.Rows) > 0 {
-					v = string(res.Rows[0][0])
-				}
-				return "SELECT 1", w.WriteRow(v)
 			}}), nil
 	case rest == "SLEEP":
 		return Local(localFunc{exec: func(ctx context.Context, _ *Session, _ Params, _ *RowWriter) (string, error) {

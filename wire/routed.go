@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -1504,16 +1503,6 @@ func (s *Session) exec(ctx context.Context, stmts []Statement) ([]*Result, error
 	} else if !ok {
 		return nil, fmt.Errorf("wire: Upstream.Exec: %w", ErrNoUpstream)
 	}
-	if len(stmts) == 1 && len(stmts[0].Args) == 0 && !rt.upDirty && !strings.Contains(stmts[0].SQL, ";") {
-		// A statement without parameters on a synced connection (a
-		// COMMIT, most often): the simple protocol does it in one message
-		// and saves PostgreSQL the parse, bind and close steps.
-		res, err := s.execSimple(ctx, stmts[0].SQL)
-		if err != nil {
-			return nil, err
-		}
-		return []*Result{res}, nil
-	}
 	var buf []byte
 	for _, st := range stmts {
 		vals := make([][]byte, len(st.Args))
@@ -1588,54 +1577,6 @@ func (s *Session) exec(ctx context.Context, stmts []Statement) ([]*Result, error
 				return nil, err
 			}
 			return results, pe
-		case 'A', 'S':
-			s.writeRaw(m.typ, m.body)
-		}
-	}
-}
-
-// execSimple runs sql with a simple Query message; the connection must be
-// synced (no extended-protocol messages since the last Sync), or its
-// ReadyForQuery would end their implicit transaction.
-func (s *Session) execSimple(ctx context.Context, sql string) (*Result, error) {
-	buf, err := (&pgproto3.Query{String: sql}).Encode(nil)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := s.up.w.Write(buf); err != nil {
-		return nil, s.upstreamFailed(err)
-	}
-	if err := s.upFlush(); err != nil {
-		return nil, err
-	}
-	res := &Result{}
-	var pe error
-	for {
-		m, err := s.upNext(ctx)
-		if err != nil {
-			return nil, err
-		}
-		switch m.typ {
-		case 'T':
-			var rd pgproto3.RowDescription
-			if rd.Decode(m.body) == nil {
-				res.Fields = rd.Fields
-			}
-		case 'D':
-			res.Rows = append(res.Rows, dataRowValues(m.body))
-		case 'C':
-			var cc pgproto3.CommandComplete
-			if cc.Decode(m.body) == nil {
-				res.Tag = string(cc.CommandTag)
-			}
-		case 'E':
-			pe = pgErrorFrom(m.body)
-		case 'Z':
-			s.setUpTx(m.body)
-			if pe != nil {
-				return nil, pe
-			}
-			return res, nil
 		case 'A', 'S':
 			s.writeRaw(m.typ, m.body)
 		}

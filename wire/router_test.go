@@ -319,30 +319,6 @@ func TestRouterPipelineMixed(t *testing.T) {
 		t.Fatalf("rejected insert committed: %d %v", n, err)
 	}
 
-	// (e) Upstream.Exec without parameters (the simple protocol): outside
-	// and inside a transaction, and an error that aborts the transaction.
-	var v string
-	if err := conn.QueryRow(ctx, `/*local*/ UPEXEC SELECT 41 + 1`).Scan(&v); err != nil || v != "42" {
-		t.Fatalf("parameterless exec: %q %v", v, err)
-	}
-	tx, err = conn.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.QueryRow(ctx, `/*local*/ UPEXEC INSERT INTO t VALUES (10)`).Scan(&v); err != nil || v != "INSERT 0 1" {
-		t.Fatalf("parameterless exec in a transaction: %q %v", v, err)
-	}
-	if err := tx.QueryRow(ctx, `/*local*/ UPEXEC SELECT 1/0`).Scan(&v); pgCode(err) != "22012" {
-		t.Fatalf("failing parameterless exec: %v, want 22012", err)
-	}
-	if _, err := tx.Exec(ctx, `SELECT 1`); pgCode(err) != CodeInFailedTransaction {
-		t.Fatalf("after a failed exec: %v, want 25P02", err)
-	}
-	_ = tx.Rollback(ctx)
-	if err := conn.QueryRow(ctx, `SELECT count(*) FROM t WHERE id = 10`).Scan(&n); err != nil || n != 0 {
-		t.Fatalf("rolled-back insert: %d rows %v", n, err)
-	}
-
 	// (d) Observation: the observer sees the result, cannot replace it, and
 	// statements pipelined after it keep their order.
 	r.mu.Lock()
