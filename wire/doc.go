@@ -48,6 +48,11 @@
 //     released; if it returns an error, the client gets that error instead
 //     and the transaction fails as for any error. An inspected Execute is a
 //     synchronisation point of the pipeline.
+//   - ForwardObserve(BeforeFunc, InspectFunc): the same, for a function
+//     that only watches (counts, compares, notes a transaction's state) and
+//     whose error is ignored. As nothing can replace the result, it is not
+//     a synchronisation point: the Execute and its Sync go upstream
+//     together, one round trip instead of two.
 //
 // (d) Session.Upstream().Exec runs the upper layer's own statements on the
 // session's upstream connection, synchronously and inside the client's
@@ -57,6 +62,9 @@
 // session goroutine, i.e. from Route, LocalStatement, a BeforeFunc
 // (ForwardHooks) or OpenSession. From an InspectFunc it returns
 // ErrExecInInspect: the upstream is still answering the inspected statement.
+// Upstream().ExecPipeline sends several statements in one round trip and
+// stops at the first that fails (PostgreSQL skips the rest), e.g. a write's
+// log entry and the COMMIT after it.
 //
 // (e) Session.SetState/State attach upper-layer state (a transaction
 // object); Session.OnClose registers callbacks run when the session ends
