@@ -15,6 +15,7 @@ import (
 
 	"github.com/kvproxy/kvproxy/internal/testenv"
 	"github.com/kvproxy/kvproxy/kv"
+	"github.com/kvproxy/kvproxy/kv/mem"
 	"github.com/kvproxy/kvproxy/refstore"
 	"github.com/kvproxy/kvproxy/tests/legacy"
 	"github.com/kvproxy/kvproxy/tests/legacygen"
@@ -155,4 +156,15 @@ func (r Report) String() string {
 		}
 	}
 	return b.String()
+}
+
+// smallEnv is the usual start of a test: a context, the small generated
+// legacy database and an empty mem store.
+func smallEnv(t *testing.T) (context.Context, *pgxpool.Pool, *mem.Store) {
+	t.Helper()
+	ctx := testCtx(t, 3*time.Minute)
+	pool, _ := legacyPool(t, ctx, smallData)
+	s := mem.New()
+	t.Cleanup(s.Close)
+	return ctx, pool, s
 }

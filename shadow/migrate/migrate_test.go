@@ -301,10 +301,7 @@ func TestBackfillRaces(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx := testCtx(t, 3*time.Minute)
-			pool, _ := legacyPool(t, ctx, smallData)
-			s := mem.New()
-			t.Cleanup(s.Close)
+			ctx, pool, s := smallEnv(t)
 			e := env{pool: pool, rs: newRefStore(t, ctx, s)}
 			fired := false
 			res := backfill(t, ctx, pool, s, func(o *BackfillOptions) {
@@ -477,10 +474,7 @@ func TestVerifyNamesAndRepairsCorruption(t *testing.T) {
 
 // TestVerifyIncremental checks only dirty keys, and repairs them.
 func TestVerifyIncremental(t *testing.T) {
-	ctx := testCtx(t, 3*time.Minute)
-	pool, _ := legacyPool(t, ctx, smallData)
-	s := mem.New()
-	t.Cleanup(s.Close)
+	ctx, pool, s := smallEnv(t)
 	rs := newRefStore(t, ctx, s)
 	backfill(t, ctx, pool, s, nil)
 	bad := Key{Entity: EntityBranches, Repository: "repo-0000", ID: "main"}
@@ -514,10 +508,7 @@ func TestVerifyIncremental(t *testing.T) {
 
 // TestRepairKVToSQL repairs PostgreSQL from KV (the kv-primary direction).
 func TestRepairKVToSQL(t *testing.T) {
-	ctx := testCtx(t, 3*time.Minute)
-	pool, _ := legacyPool(t, ctx, smallData)
-	s := mem.New()
-	t.Cleanup(s.Close)
+	ctx, pool, s := smallEnv(t)
 	backfill(t, ctx, pool, s, nil)
 	if _, err := pool.Exec(ctx, `DELETE FROM graveler_tags WHERE repository_id = 'repo-0002' AND id = 'v0.1'`); err != nil {
 		t.Fatal(err)
@@ -594,10 +585,7 @@ func TestBackfillResumesAfterInterruption(t *testing.T) {
 
 // TestVerifyResumes stops a verify after the first repository and resumes.
 func TestVerifyResumes(t *testing.T) {
-	ctx := testCtx(t, 3*time.Minute)
-	pool, _ := legacyPool(t, ctx, smallData)
-	s := mem.New()
-	t.Cleanup(s.Close)
+	ctx, pool, s := smallEnv(t)
 	rs := newRefStore(t, ctx, s)
 	backfill(t, ctx, pool, s, nil)
 	if err := rs.DeleteTag(ctx, "repo-0002", "v0.0"); err != nil {
@@ -715,10 +703,7 @@ func TestProgressAndThrottle(t *testing.T) {
 // TestSyncerRepairsDirtyKeys uses the Syncer the dirty-key repairer calls:
 // one key, and a whole key (every staged entry of a token).
 func TestSyncerRepairsDirtyKeys(t *testing.T) {
-	ctx := testCtx(t, 3*time.Minute)
-	pool, _ := legacyPool(t, ctx, smallData)
-	s := mem.New()
-	t.Cleanup(s.Close)
+	ctx, pool, s := smallEnv(t)
 	rs := newRefStore(t, ctx, s)
 	backfill(t, ctx, pool, s, nil)
 	b, err := rs.GetBranch(ctx, "repo-0000", "main")

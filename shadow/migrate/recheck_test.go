@@ -30,10 +30,7 @@ func TestBackfillRecheckByVersion(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx := testCtx(t, 3*time.Minute)
-			pool, _ := legacyPool(t, ctx, smallData)
-			s := mem.New()
-			t.Cleanup(s.Close)
+			ctx, pool, s := smallEnv(t)
 			var target Key
 			var before []byte
 			res := backfill(t, ctx, pool, s, func(o *BackfillOptions) {
