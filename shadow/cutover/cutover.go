@@ -323,7 +323,7 @@ func (o *Options) barrier(ctx context.Context, pl plan, res *Result) error {
 	// reached yet is repaired now, so that the barrier only has to repair
 	// the last moment's keys.
 	pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
-	_, pre, perr := repairAll(pctx, o, pl, pl.catchUpAge)
+	pre, perr := repairAll(pctx, o, pl, pl.catchUpAge)
 	pcancel()
 	res.CaughtUp = pre
 	if perr != nil && o.Log != nil {
@@ -488,64 +488,35 @@ func (o *Options) drainUnderBarrier(ctx context.Context, pl plan, res *Result) e
 
 // presync syncs the keys of every entry of the log (compare, and copy
 // from the authoritative store if they differ) without clearing any, and
-// returns how many keys it synced.
+// returns how many keys synced.
 func (o *Options) presync(ctx context.Context, pl plan) (int, error) {
 	es, err := pl.dirtyLog.List(ctx, o.Control.Now().Add(time.Second), 10*drainPage)
 	if err != nil {
 		return 0, err
 	}
-	keys, _ := distinctKeys(es)
 	syncer, err := migrate.NewSyncer(migrate.VerifyOptions{Source: o.Source, KV: o.KV, Direction: pl.direction, Log: o.Log})
 	if err != nil {
 		return 0, err
 	}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		first error
-		next  = make(chan migrate.Key)
-	)
-	for range min(16, len(keys)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for k := range next {
-				if err := syncer.Sync(ctx, dirty.Key(k)); err != nil {
-					mu.Lock()
-					if first == nil {
-						first = fmt.Errorf("%s: %w", dirty.Key(k), err)
-					}
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	n := 0
-	for _, k := range keys {
-		if ctx.Err() != nil {
-			break
-		}
-		next <- k
-		n++
-	}
-	close(next)
-	wg.Wait()
-	return n, first
+	keys, _ := dirty.Distinct(es)
+	synced, err := dirty.SyncKeys(ctx, syncer, keys, repairWorkers)
+	return len(synced), err
 }
 
 // drainPage is how many dirty-key entries the barrier verifies at once.
 const drainPage = 2000
 
+// distinctKeys returns the keys of es, each once, and the refs of all of
+// them.
 func distinctKeys(es []dirty.Entry) ([]migrate.Key, []string) {
-	var keys []migrate.Key
-	refs := make([]string, 0, len(es))
-	seen := map[string]bool{}
-	for _, e := range es {
-		refs = append(refs, e.Ref)
-		if id := e.Key.String(); !seen[id] {
-			seen[id] = true
-			keys = append(keys, migrate.Key(e.Key))
-		}
+	dks, _ := dirty.Distinct(es)
+	keys := make([]migrate.Key, len(dks))
+	for i, k := range dks {
+		keys[i] = migrate.Key(k)
+	}
+	refs := make([]string, len(es))
+	for i, e := range es {
+		refs[i] = e.Ref
 	}
 	return keys, refs
 }
@@ -599,45 +570,32 @@ func (o *Options) verifySlice(ctx context.Context, pl plan, keys []migrate.Key) 
 	return rep, nil
 }
 
-// repairAll syncs every entry of the log from the authoritative store and
-// clears it, returning the keys it repaired.
-func repairAll(ctx context.Context, o *Options, pl plan, minAge time.Duration) ([]migrate.Key, int, error) {
+// repairAll syncs every entry of the log older than minAge from the
+// authoritative store and clears it, returning how many it cleared.
+func repairAll(ctx context.Context, o *Options, pl plan, minAge time.Duration) (int, error) {
 	syncer, err := migrate.NewSyncer(migrate.VerifyOptions{Source: o.Source, KV: o.KV, Direction: pl.direction, Log: o.Log})
 	if err != nil {
-		return nil, 0, err
+		return 0, err
 	}
-	var keys []migrate.Key
-	seen := map[string]bool{}
-	rep := &dirty.Repairer{Log: pl.dirtyLog, Syncer: syncer, MinAge: minAge, Batch: 2000, Workers: 16, Logger: o.Log}
+	rep := &dirty.Repairer{Log: pl.dirtyLog, Syncer: syncer, MinAge: minAge, Batch: drainPage, Workers: repairWorkers, Logger: o.Log}
 	total := 0
 	for {
-		es, err := pl.dirtyLog.List(ctx, time.Now().Add(-minAge), 2000)
-		if err != nil {
-			return keys, total, err
-		}
-		if len(es) == 0 {
-			return keys, total, nil
-		}
-		page, _ := distinctKeys(es)
-		for _, k := range page {
-			if id := dirty.Key(k).String(); !seen[id] {
-				seen[id] = true
-				keys = append(keys, k)
-			}
-		}
 		// A key may fail while another it depends on (its repository)
 		// is repaired in the same round: go on while rounds make
 		// progress.
 		n, err := rep.RunOnce(ctx)
 		total += n
 		if err != nil && (n == 0 || ctx.Err() != nil) {
-			return keys, total, err
+			return total, err
 		}
 		if n == 0 {
-			return keys, total, errors.New("dirty-key entries are left that could not be cleared")
+			return total, ctx.Err()
 		}
 	}
 }
+
+// repairWorkers is how many keys a switch syncs at once.
+const repairWorkers = 16
 
 type staticKeys []migrate.Key
 

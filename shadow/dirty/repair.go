@@ -67,54 +67,71 @@ func (r *Repairer) RunOnce(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	// Several entries may name one key: sync it once.
-	byKey := map[string][]string{}
-	keys := map[string]Key{}
-	var order []string
+	keys, refs := Distinct(entries)
+	synced, firstErr := SyncKeys(ctx, r.Syncer, keys, r.Workers)
+	var done []string
+	for _, k := range synced {
+		done = append(done, refs[k.String()]...)
+	}
+	if err := r.Log.Delete(ctx, done); err != nil {
+		return 0, err
+	}
+	return len(done), firstErr
+}
+
+// Distinct returns the keys that entries name, each once and in the
+// entries' order, and the refs of the entries naming each key (by
+// Key.String()).
+func Distinct(entries []Entry) ([]Key, map[string][]string) {
+	var keys []Key
+	refs := map[string][]string{}
 	for _, e := range entries {
 		id := e.Key.String()
-		if _, ok := keys[id]; !ok {
-			order = append(order, id)
-			keys[id] = e.Key
+		if _, ok := refs[id]; !ok {
+			keys = append(keys, e.Key)
 		}
-		byKey[id] = append(byKey[id], e.Ref)
+		refs[id] = append(refs[id], e.Ref)
 	}
+	return keys, refs
+}
+
+// SyncKeys syncs keys through s, workers at a time, until they are done
+// or ctx ends. It returns the keys that synced and the first error.
+func SyncKeys(ctx context.Context, s Syncer, keys []Key, workers int) ([]Key, error) {
 	var (
 		mu       sync.Mutex
-		done     []string
+		synced   []Key
 		firstErr error
 		wg       sync.WaitGroup
-		next     = make(chan string)
+		next     = make(chan Key)
 	)
-	for range min(r.Workers, len(order)) {
+	for range min(max(workers, 1), len(keys)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for id := range next {
-				err := r.Syncer.Sync(ctx, keys[id])
+			for k := range next {
+				err := s.Sync(ctx, k)
 				mu.Lock()
 				if err != nil {
 					if firstErr == nil {
-						firstErr = fmt.Errorf("dirty: repair %s: %w", id, err)
+						firstErr = fmt.Errorf("dirty: repair %s: %w", k, err)
 					}
 				} else {
-					done = append(done, byKey[id]...)
+					synced = append(synced, k)
 				}
 				mu.Unlock()
 			}
 		}()
 	}
-	for _, id := range order {
+	for _, k := range keys {
 		if ctx.Err() != nil {
 			break
 		}
-		next <- id
+		next <- k
 	}
 	close(next)
 	wg.Wait()
-	if err := r.Log.Delete(ctx, done); err != nil {
-		return 0, err
-	}
-	return len(done), firstErr
+	return synced, firstErr
 }
 
 // Run repairs until ctx ends.
