@@ -379,6 +379,13 @@ func (r *rawConn) startup() {
 // until reads messages up to the first of type typ and returns their types.
 func (r *rawConn) until(typ byte) []byte {
 	r.t.Helper()
+	seen, _ := r.untilMsg(typ)
+	return seen
+}
+
+// untilMsg is until that also returns the message of type typ.
+func (r *rawConn) untilMsg(typ byte) ([]byte, pgproto3.BackendMessage) {
+	r.t.Helper()
 	var seen []byte
 	for {
 		m, err := r.fe.Receive()
@@ -391,7 +398,7 @@ func (r *rawConn) until(typ byte) []byte {
 			r.t.Logf("error: %s %s", e.Code, e.Message)
 		}
 		if b[0] == typ {
-			return seen
+			return seen, m
 		}
 	}
 }

@@ -531,36 +531,25 @@ func TestUpstreamRestart(t *testing.T) {
 // the transaction status.
 func (r *rawConn) exchange(msgs ...pgproto3.FrontendMessage) (string, byte) {
 	r.t.Helper()
+	if err := r.send(msgs...); err != nil {
+		r.t.Fatal(err)
+	}
+	seen, z := r.untilMsg('Z')
+	return string(seen), z.(*pgproto3.ReadyForQuery).TxStatus
+}
+
+// send sends msgs and flushes them.
+func (r *rawConn) send(msgs ...pgproto3.FrontendMessage) error {
 	for _, m := range msgs {
 		r.fe.Send(m)
 	}
-	if err := r.fe.Flush(); err != nil {
-		r.t.Fatal(err)
-	}
-	var seen []byte
-	for {
-		m, err := r.fe.Receive()
-		if err != nil {
-			r.t.Fatalf("receive (seen %q): %v", seen, err)
-		}
-		b, _ := m.Encode(nil)
-		seen = append(seen, b[0])
-		if e, ok := m.(*pgproto3.ErrorResponse); ok {
-			r.t.Logf("error: %s %s", e.Code, e.Message)
-		}
-		if z, ok := m.(*pgproto3.ReadyForQuery); ok {
-			return string(seen), z.TxStatus
-		}
-	}
+	return r.fe.Flush()
 }
 
 // exchangeUntil sends msgs and reads up to a message of type typ.
 func (r *rawConn) exchangeUntil(typ byte, msgs ...pgproto3.FrontendMessage) (string, error) {
 	r.t.Helper()
-	for _, m := range msgs {
-		r.fe.Send(m)
-	}
-	if err := r.fe.Flush(); err != nil {
+	if err := r.send(msgs...); err != nil {
 		return "", err
 	}
 	return string(r.until(typ)), nil
