@@ -9,12 +9,17 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -102,12 +107,29 @@ func DynamoDBEndpoint(t testing.TB) string {
 	return need(t, "KVPROXY_TEST_DYNAMODB_ENDPOINT", "the DynamoDB-compatible server (dynalite)")
 }
 
-// DynamoDBTable returns a fresh table name for the test. Tables are cheap in
-// dynalite and the server is thrown away after the run, so none are dropped.
+// DynamoDBTable returns a fresh table name for the test and drops the table
+// (if one was created) when the test ends: dynalite keeps every table in
+// the memory of one node process, which a whole run's tables can exhaust.
 func DynamoDBTable(t testing.TB) string {
 	t.Helper()
-	DynamoDBEndpoint(t)
-	return RandomName("kvstore_")
+	endpoint := DynamoDBEndpoint(t)
+	name := RandomName("kvstore_")
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cfg, err := config.LoadDefaultConfig(ctx, config.WithRegion("us-east-1"))
+		if err != nil {
+			t.Logf("testenv: drop table %s: %v", name, err)
+			return
+		}
+		c := dynamodb.NewFromConfig(cfg, func(o *dynamodb.Options) { o.BaseEndpoint = aws.String(endpoint) })
+		_, err = c.DeleteTable(ctx, &dynamodb.DeleteTableInput{TableName: aws.String(name)})
+		var missing *types.ResourceNotFoundException
+		if err != nil && !errors.As(err, &missing) {
+			t.Logf("testenv: drop table %s: %v", name, err)
+		}
+	})
+	return name
 }
 
 // RepoRoot returns the module root, for tests that need files outside their
