@@ -146,15 +146,32 @@ fi
 PROXY_PID=$!
 wait_port "$PROXY_PORT" || { cat "$WORK/proxy.log" >&2; exit 1; }
 
-# run URL SCRIPT CLIENTS -> "tps latency_ms"
+# PgBouncer's own PID (runuser may sit in between) and the proxy's, for CPU.
+PGB_REAL=$(pgrep -f "pgbouncer $WORK/pgbouncer.ini" | tail -1 || true)
+PGB_REAL=${PGB_REAL:-$PGB_PID}
+TCK=$(getconf CLK_TCK)
+
+# cpu_ticks PID: user+system CPU of a process, in clock ticks.
+cpu_ticks() {
+	local stat
+	stat=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
+	stat=${stat##*) }
+	read -r -a f <<<"$stat"
+	echo $(( f[11] + f[12] ))
+}
+
+# run URL SCRIPT CLIENTS [PID] -> "tps latency_ms cpu_us_per_tx"
 run() {
 	local jobs=$(( $3 < 2 ? 1 : 2 ))
-	local out
-	out=$("$BIN/pgbench" -n -M "$PGBENCH_MODE" "-$2" -c "$3" -j "$jobs" -T "$STEP" "$1" 2>&1) || { echo "$out" >&2; echo "0 0"; return; }
-	local tps lat
+	local out c0=0 c1=0
+	[[ -n "${4:-}" ]] && c0=$(cpu_ticks "$4")
+	out=$("$BIN/pgbench" -n -M "$PGBENCH_MODE" "-$2" -c "$3" -j "$jobs" -T "$STEP" "$1" 2>&1) || { echo "$out" >&2; echo "0 0 0"; return; }
+	[[ -n "${4:-}" ]] && c1=$(cpu_ticks "$4")
+	local tps lat txs
 	tps=$(sed -nE 's/^tps = ([0-9.]+).*/\1/p' <<<"$out" | head -1)
 	lat=$(sed -nE 's/^latency average = ([0-9.]+) ms/\1/p' <<<"$out" | head -1)
-	echo "${tps:-0} ${lat:-0}"
+	txs=$(sed -nE 's/^number of transactions actually processed: ([0-9]+).*/\1/p' <<<"$out" | head -1)
+	echo "${tps:-0} ${lat:-0} $(awk -v d=$((c1 - c0)) -v t="${txs:-0}" -v k="$TCK" 'BEGIN{print (t > 0) ? d * 1e6 / k / t : 0}')"
 }
 
 declare -a ROWS
@@ -163,23 +180,24 @@ KV_URL="postgres://postgres@127.0.0.1:$PROXY_PORT/$DB?sslmode=disable"
 for s in $SCRIPTS; do
 	for c in $CLIENTS; do
 		log "-$s, $c clients, ${ROUNDS}x${STEP}s each"
-		dt=0 dl=0 bt=0 bl=0 kt=0 kl=0
+		dt=0 dl=0 bt=0 bl=0 bc=0 kt=0 kl=0 kc=0
 		for _ in $(seq 1 "$ROUNDS"); do
-			read -r t l < <(run "$DIRECT" "$s" "$c"); dt=$(awk "BEGIN{print $dt+$t}"); dl=$(awk "BEGIN{print $dl+$l}")
-			read -r t l < <(run "$PGB_URL" "$s" "$c"); bt=$(awk "BEGIN{print $bt+$t}"); bl=$(awk "BEGIN{print $bl+$l}")
-			read -r t l < <(run "$KV_URL" "$s" "$c"); kt=$(awk "BEGIN{print $kt+$t}"); kl=$(awk "BEGIN{print $kl+$l}")
+			read -r t l _ < <(run "$DIRECT" "$s" "$c"); dt=$(awk "BEGIN{print $dt+$t}"); dl=$(awk "BEGIN{print $dl+$l}")
+			read -r t l u < <(run "$PGB_URL" "$s" "$c" "$PGB_REAL"); bt=$(awk "BEGIN{print $bt+$t}"); bl=$(awk "BEGIN{print $bl+$l}"); bc=$(awk "BEGIN{print $bc+$u}")
+			read -r t l u < <(run "$KV_URL" "$s" "$c" "$PROXY_PID"); kt=$(awk "BEGIN{print $kt+$t}"); kl=$(awk "BEGIN{print $kl+$l}"); kc=$(awk "BEGIN{print $kc+$u}")
 		done
-		ROWS+=("$s $c $(awk "BEGIN{r=$ROUNDS; print $dt/r, $dl/r, $bt/r, $bl/r, $kt/r, $kl/r}")")
+		ROWS+=("$s $c $(awk "BEGIN{r=$ROUNDS; print $dt/r, $dl/r, $bt/r, $bl/r, $kt/r, $kl/r, $bc/r, $kc/r}")")
 	done
 done
 
 echo
 echo "pgbench -M $PGBENCH_MODE, ${ROUNDS}x${STEP}s interleaved per cell, scale $SCALE, loopback TCP, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-6s %7s | %10s %9s | %10s %9s | %10s %9s | %9s %12s %12s\n' script clients direct_tps lat_ms pgb_tps lat_ms kv_tps lat_ms kv/pgb kv+us_direct pgb+us_direct
+printf '%-6s %7s | %10s %9s | %10s %9s | %10s %9s | %9s %12s %12s | %11s %11s\n' script clients direct_tps lat_ms pgb_tps lat_ms kv_tps lat_ms kv/pgb kv+us_direct pgb+us_direct pgb_cpu_us kv_cpu_us
 for r in "${ROWS[@]}"; do
-	read -r s c dt dl bt bl kt kl <<<"$r"
-	awk -v s="-$s" -v c="$c" -v dt="$dt" -v dl="$dl" -v bt="$bt" -v bl="$bl" -v kt="$kt" -v kl="$kl" 'BEGIN {
+	read -r s c dt dl bt bl kt kl bc kc <<<"$r"
+	awk -v s="-$s" -v c="$c" -v dt="$dt" -v dl="$dl" -v bt="$bt" -v bl="$bl" -v kt="$kt" -v kl="$kl" -v bc="$bc" -v kc="$kc" 'BEGIN {
 		ratio = (bt > 0) ? kt / bt : 0
-		printf "%-6s %7d | %10.0f %9.3f | %10.0f %9.3f | %10.0f %9.3f | %9.2f %12.1f %12.1f\n", s, c, dt, dl, bt, bl, kt, kl, ratio, (kl - dl) * 1000, (bl - dl) * 1000
+		printf "%-6s %7d | %10.0f %9.3f | %10.0f %9.3f | %10.0f %9.3f | %9.2f %12.1f %12.1f | %11.1f %11.1f\n", s, c, dt, dl, bt, bl, kt, kl, ratio, (kl - dl) * 1000, (bl - dl) * 1000, bc, kc
 	}'
 done
+echo "pgb_cpu_us, kv_cpu_us: CPU time (user+system) of PgBouncer and of kvproxy per transaction"
