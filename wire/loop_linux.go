@@ -9,7 +9,6 @@ import (
 	"os"
 	"sync"
 	"syscall"
-	"unsafe"
 )
 
 // eventLoop relays plain-TCP passthrough sessions in one goroutine with its
@@ -591,39 +590,4 @@ func (l *eventLoop) flushDir(ls *loopSess, d *loopDir, dst, _ int) {
 		d.paused = false
 		l.interest(ls)
 	}
-}
-
-// rawRead, rawWrite and rawEpollWait are the loop's system calls on
-// non-blocking descriptors, without the runtime's entersyscall (see
-// eventLoop).
-func rawRead(fd int, p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	n, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-	if e != 0 {
-		return -1, e
-	}
-	return int(n), nil
-}
-
-func rawWrite(fd int, p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-	if e != 0 {
-		return -1, e
-	}
-	return int(n), nil
-}
-
-// rawEpollWait polls without waiting. epoll_pwait with no signal mask is
-// epoll_wait, and exists on every Linux architecture.
-func rawEpollWait(epfd int, events []syscall.EpollEvent) (int, error) {
-	n, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
-	if e != 0 {
-		return -1, e
-	}
-	return int(n), nil
 }

@@ -26,10 +26,10 @@ func (s *Session) runRelayLoop() error {
 	res, ok := l.relay(s)
 	if ok {
 		if len(res.fromClient) > 0 {
-			s.cr.Reset(io.MultiReader(bytes.NewReader(res.fromClient), s.conn))
+			s.cr.Reset(io.MultiReader(bytes.NewReader(res.fromClient), fastIO(s.conn)))
 		}
 		if len(res.fromUp) > 0 {
-			s.up.r.Reset(io.MultiReader(bytes.NewReader(res.fromUp), s.up.conn))
+			s.up.r.Reset(io.MultiReader(bytes.NewReader(res.fromUp), fastIO(s.up.conn)))
 		}
 		if res.reroute {
 			return s.leaveLoop(res)

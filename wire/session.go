@@ -202,7 +202,8 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 	s.clientTotal.Add(1)
 	n := s.active.Add(1)
 	defer s.active.Add(-1)
-	sess := &Session{srv: s, conn: conn, cr: bufio.NewReaderSize(conn, ioBufSize), cw: bufio.NewWriterSize(conn, ioBufSize)}
+	cio := fastIO(conn)
+	sess := &Session{srv: s, conn: conn, cr: bufio.NewReaderSize(cio, ioBufSize), cw: bufio.NewWriterSize(cio, ioBufSize)}
 	sess.ctx, sess.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	defer sess.cancel()
 	_ = conn.SetDeadline(time.Now().Add(s.cfg.StartupTimeout))
@@ -631,7 +632,8 @@ func (s *Server) connectUpstream(ctx context.Context, params map[string]string) 
 	}
 	s.upstreamOpened()
 	s.noteParams(hj.ParameterStatuses)
-	return &upstreamConn{conn: hj.Conn, r: bufio.NewReaderSize(hj.Conn, ioBufSize), w: bufio.NewWriterSize(hj.Conn, ioBufSize),
+	uio := fastIO(hj.Conn)
+	return &upstreamConn{conn: hj.Conn, r: bufio.NewReaderSize(uio, ioBufSize), w: bufio.NewWriterSize(uio, ioBufSize),
 		pid: hj.PID, secret: hj.SecretKey, cfg: hj.Config, params: hj.ParameterStatuses}, nil
 }
 

@@ -27,10 +27,24 @@ type benchTarget struct {
 }
 
 // proxyTarget runs `kvproxy serve` with args in front of a fresh legacy
-// database.
+// database, with GOMAXPROCS=1 unless KVPROXY_TEST_PROXY_GOMAXPROCS says
+// otherwise ("default" leaves Go's choice). One P models a sidecar with a
+// CPU limit of one core, which is what Go picks there, and it is the
+// better setting when the client, PostgreSQL and the proxy share two
+// cores: with a second, mostly idle P, every wake-up of a session also
+// wakes a spinning thread, about 40% more proxy CPU per dual-write flow
+// (see the README, Performance).
 func proxyTarget(name string, args func(b *testing.B) []string) benchTarget {
 	return benchTarget{name, func(b *testing.B) (string, int) {
-		p := testenv.StartProxy(b, append([]string{"--upstream", freshDB(b)}, args(b)...)...)
+		var env []string
+		switch n := os.Getenv("KVPROXY_TEST_PROXY_GOMAXPROCS"); n {
+		case "":
+			env = append(env, "GOMAXPROCS=1")
+		case "default":
+		default:
+			env = append(env, "GOMAXPROCS="+n)
+		}
+		p := testenv.StartProxyEnv(b, env, append([]string{"--upstream", freshDB(b)}, args(b)...)...)
 		return p.DSN, p.Cmd.Process.Pid
 	}}
 }
