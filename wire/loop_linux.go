@@ -9,6 +9,8 @@ import (
 	"os"
 	"sync"
 	"syscall"
+
+	"github.com/kvproxy/kvproxy/internal/rawnet"
 )
 
 // eventLoop relays plain-TCP passthrough sessions in one goroutine with its
@@ -226,7 +228,7 @@ func (l *eventLoop) run(rc syscall.RawConn) {
 	err := rc.Read(func(uintptr) bool {
 		for {
 			l.filled = false
-			n, err := rawEpollWait(l.epfd, events)
+			n, err := rawnet.EpollPoll(l.epfd, events)
 			if err != nil {
 				if errors.Is(err, syscall.EINTR) {
 					continue
@@ -267,7 +269,7 @@ func (l *eventLoop) dispatch(events []syscall.EpollEvent) bool {
 		fd := ev.Fd
 		if int(fd) == l.wakeR {
 			for {
-				if m, _ := rawRead(l.wakeR, wake[:]); m <= 0 {
+				if m, _ := rawnet.Read(l.wakeR, wake[:]); m <= 0 {
 					break
 				}
 			}
@@ -430,7 +432,7 @@ func (l *eventLoop) readDir(ls *loopSess, d *loopDir, src, dst int, fromClient b
 		l.finish(ls, nil)
 		return
 	}
-	n, err := rawRead(src, d.buf[d.end:])
+	n, err := rawnet.Read(src, d.buf[d.end:])
 	if err == syscall.EAGAIN || err == syscall.EINTR {
 		return
 	}
@@ -569,7 +571,7 @@ func (l *eventLoop) pump(ls *loopSess, d *loopDir, dst int, fromClient bool) {
 // while dst cannot take more.
 func (l *eventLoop) flushDir(ls *loopSess, d *loopDir, dst, _ int) {
 	for d.head < d.parsed {
-		n, err := rawWrite(dst, d.buf[d.head:d.parsed])
+		n, err := rawnet.Write(dst, d.buf[d.head:d.parsed])
 		if err == syscall.EINTR {
 			continue
 		}

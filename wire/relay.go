@@ -9,6 +9,8 @@ import (
 	"io"
 	"net"
 	"time"
+
+	"github.com/kvproxy/kvproxy/internal/rawnet"
 )
 
 // runRelayLoop relays on the server's event loop when the session
@@ -26,10 +28,10 @@ func (s *Session) runRelayLoop() error {
 	res, ok := l.relay(s)
 	if ok {
 		if len(res.fromClient) > 0 {
-			s.cr.Reset(io.MultiReader(bytes.NewReader(res.fromClient), fastIO(s.conn)))
+			s.cr.Reset(io.MultiReader(bytes.NewReader(res.fromClient), rawnet.Wrap(s.conn)))
 		}
 		if len(res.fromUp) > 0 {
-			s.up.r.Reset(io.MultiReader(bytes.NewReader(res.fromUp), fastIO(s.up.conn)))
+			s.up.r.Reset(io.MultiReader(bytes.NewReader(res.fromUp), rawnet.Wrap(s.up.conn)))
 		}
 		if res.reroute {
 			return s.leaveLoop(res)

@@ -20,6 +20,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/xdg-go/scram"
+
+	"github.com/kvproxy/kvproxy/internal/rawnet"
 )
 
 const (
@@ -202,7 +204,7 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 	s.clientTotal.Add(1)
 	n := s.active.Add(1)
 	defer s.active.Add(-1)
-	cio := fastIO(conn)
+	cio := rawnet.Wrap(conn)
 	sess := &Session{srv: s, conn: conn, cr: bufio.NewReaderSize(cio, ioBufSize), cw: bufio.NewWriterSize(cio, ioBufSize)}
 	sess.ctx, sess.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	defer sess.cancel()
@@ -632,7 +634,7 @@ func (s *Server) connectUpstream(ctx context.Context, params map[string]string) 
 	}
 	s.upstreamOpened()
 	s.noteParams(hj.ParameterStatuses)
-	uio := fastIO(hj.Conn)
+	uio := rawnet.Wrap(hj.Conn)
 	return &upstreamConn{conn: hj.Conn, r: bufio.NewReaderSize(uio, ioBufSize), w: bufio.NewWriterSize(uio, ioBufSize),
 		pid: hj.PID, secret: hj.SecretKey, cfg: hj.Config, params: hj.ParameterStatuses}, nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/kvproxy/kvproxy/internal/rawnet"
 	"github.com/kvproxy/kvproxy/kv"
 	"github.com/kvproxy/kvproxy/kv/drivers"
 	"github.com/kvproxy/kvproxy/metrics"
@@ -77,6 +78,7 @@ func openMigrateEnv(cmd *cobra.Command, metricsListen string) (*migrateEnv, erro
 	}
 	// Repairs and the switches' barrier work run 16 keys at a time.
 	pcfg.MaxConns = 16
+	pcfg.ConnConfig.DialFunc = rawnet.WrapDial(pcfg.ConnConfig.DialFunc)
 	e.pool, err = pgxpool.NewWithConfig(openCtx, pcfg)
 	if err == nil {
 		err = e.pool.Ping(openCtx)

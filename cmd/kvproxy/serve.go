@@ -15,6 +15,7 @@ import (
 	"github.com/rs/xid"
 	"github.com/spf13/cobra"
 
+	"github.com/kvproxy/kvproxy/internal/rawnet"
 	"github.com/kvproxy/kvproxy/kv"
 	"github.com/kvproxy/kvproxy/kv/drivers"
 	"github.com/kvproxy/kvproxy/kv/kvlock"
@@ -51,6 +52,7 @@ func startRepairer(ctx context.Context, upstream string, store kv.Store, phase s
 	}
 	// The repairer and kv-primary's mirror to PostgreSQL share it.
 	pcfg.MaxConns = 16
+	pcfg.ConnConfig.DialFunc = rawnet.WrapDial(pcfg.ConnConfig.DialFunc)
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("upstream: %w", err)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/kvproxy/kvproxy/internal/rawnet"
 	"github.com/kvproxy/kvproxy/kv"
 )
 
@@ -49,6 +50,9 @@ func ParseDSN(dsn string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: postgres: %w", kv.ErrDriverConfiguration, err)
 	}
+	// Raw socket reads and writes spare the runtime's monitor thread a
+	// wake-up per operation (see internal/rawnet).
+	pool.ConnConfig.DialFunc = rawnet.WrapDial(pool.ConnConfig.DialFunc)
 	c := &Config{Pool: pool, TableName: DefaultTableName, ScanPageSize: DefaultScanPageSize}
 	rp := pool.ConnConfig.RuntimeParams
 	if t, ok := rp[paramTableName]; ok {
