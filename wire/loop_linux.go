@@ -145,8 +145,13 @@ func (l *eventLoop) stop() {
 }
 
 func rawFD(c net.Conn) (int, bool) {
-	tc, ok := c.(*net.TCPConn)
-	if !ok {
+	var tc *net.TCPConn
+	switch c := c.(type) {
+	case *net.TCPConn:
+		tc = c
+	case *rawnet.Conn:
+		tc = c.TCPConn
+	default:
 		return 0, false
 	}
 	rc, err := tc.SyscallConn()

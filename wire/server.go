@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/kvproxy/kvproxy/internal/rawnet"
 )
 
 // Observer is told about connections; the metrics layer implements it. Its
@@ -91,6 +93,9 @@ func NewServer(cfg Config, router Router, logger *slog.Logger) (*Server, error) 
 		if err != nil {
 			return nil, fmt.Errorf("%w: upstream DSN: %w", ErrConfig, err)
 		}
+		// Upstream connections, TLS or not, read and write with raw system
+		// calls (see internal/rawnet).
+		pc.DialFunc = rawnet.WrapDial(pc.DialFunc)
 		s.upCfg = pc
 	} else if router == nil {
 		return nil, fmt.Errorf("%w: without an upstream a Router must answer every statement", ErrConfig)

@@ -282,7 +282,7 @@ func (s *Session) startup(active int) error {
 			if _, err := s.conn.Write([]byte{'S'}); err != nil {
 				return err
 			}
-			tc := tls.Server(s.conn, srv.cfg.TLSConfig)
+			tc := tls.Server(rawnet.Wrap(s.conn), srv.cfg.TLSConfig)
 			if err := tc.Handshake(); err != nil {
 				return fmt.Errorf("wire: TLS handshake: %w", err)
 			}
@@ -629,7 +629,7 @@ func (s *Server) connectUpstream(ctx context.Context, params map[string]string) 
 		pc.Close(ctx)
 		return nil, err
 	}
-	if tc, ok := hj.Conn.(*net.TCPConn); ok {
+	if tc, ok := hj.Conn.(interface{ SetNoDelay(bool) error }); ok {
 		_ = tc.SetNoDelay(true)
 	}
 	s.upstreamOpened()
