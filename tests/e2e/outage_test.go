@@ -27,6 +27,25 @@ type dynalite struct {
 	dir  string
 	port int
 	cmd  *exec.Cmd
+	out  *syncBuffer // the server's output, across restarts
+}
+
+// syncBuffer collects a process's output while the test may read it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func startDynalite(t *testing.T) *dynalite {
@@ -53,6 +72,12 @@ func startDynalite(t *testing.T) *dynalite {
 	d := &dynalite{t: t, cli: cli, dir: t.TempDir(), port: port}
 	d.start()
 	t.Cleanup(d.stop)
+	// Runs before stop: if the server died on its own, this says why.
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("dynalite on port %d said:\n%s", d.port, tail(d.out.String(), 20))
+		}
+	})
 	return d
 }
 
@@ -60,8 +85,11 @@ func (d *dynalite) endpoint() string { return fmt.Sprintf("http://127.0.0.1:%d",
 
 func (d *dynalite) start() {
 	d.cmd = exec.Command("node", d.cli, "--port", fmt.Sprint(d.port), "--host", "127.0.0.1", "--path", d.dir)
-	var out strings.Builder
-	d.cmd.Stdout, d.cmd.Stderr = &out, &out
+	if d.out == nil {
+		d.out = &syncBuffer{}
+	}
+	out := d.out
+	d.cmd.Stdout, d.cmd.Stderr = out, out
 	if err := d.cmd.Start(); err != nil {
 		d.t.Fatal(err)
 	}
