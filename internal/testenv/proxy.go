@@ -34,6 +34,23 @@ var (
 	buildErr  error
 )
 
+// Main runs a package's tests and then removes the kvproxy binary
+// ProxyBinary built for them: a package that starts proxies calls it from
+// TestMain (or RemoveProxyBinary from its own), or every run leaves a
+// binary in the temporary folder.
+func Main(m *testing.M) {
+	code := m.Run()
+	RemoveProxyBinary()
+	os.Exit(code)
+}
+
+// RemoveProxyBinary removes what ProxyBinary built, if anything.
+func RemoveProxyBinary() {
+	if buildPath != "" {
+		_ = os.RemoveAll(filepath.Dir(buildPath))
+	}
+}
+
 // ProxyBinary builds cmd/kvproxy once per test binary and returns its path.
 func ProxyBinary(t testing.TB) string {
 	t.Helper()
