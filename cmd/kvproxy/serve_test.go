@@ -1,38 +1,19 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"net/http"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/kvproxy/kvproxy/internal/testenv"
 )
 
-// syncBuffer is a bytes.Buffer safe for the server goroutine to write while
-// the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func run(ctx context.Context, args ...string) (string, error) {
-	var out syncBuffer
+	var out testenv.SyncBuffer
 	cmd := newRootCmd()
 	cmd.SetArgs(args)
 	cmd.SetOut(&out)
@@ -72,7 +53,7 @@ func TestVersion(t *testing.T) {
 
 func TestServeAdminEndpoints(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
-	var out syncBuffer
+	var out testenv.SyncBuffer
 	cmd := newRootCmd()
 	cmd.SetArgs([]string{"serve", "--kv-driver", "mem", "--admin-listen", "127.0.0.1:0", "--listen", "127.0.0.1:0"})
 	cmd.SetOut(&out)

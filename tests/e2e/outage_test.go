@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -27,25 +26,7 @@ type dynalite struct {
 	dir  string
 	port int
 	cmd  *exec.Cmd
-	out  *syncBuffer // the server's output, across restarts
-}
-
-// syncBuffer collects a process's output while the test may read it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	out  *testenv.SyncBuffer // the server's output, across restarts
 }
 
 func startDynalite(t *testing.T) *dynalite {
@@ -86,7 +67,7 @@ func (d *dynalite) endpoint() string { return fmt.Sprintf("http://127.0.0.1:%d",
 func (d *dynalite) start() {
 	d.cmd = exec.Command("node", d.cli, "--port", fmt.Sprint(d.port), "--host", "127.0.0.1", "--path", d.dir)
 	if d.out == nil {
-		d.out = &syncBuffer{}
+		d.out = &testenv.SyncBuffer{}
 	}
 	out := d.out
 	d.cmd.Stdout, d.cmd.Stderr = out, out
