@@ -9,8 +9,6 @@ import (
 	"io"
 	"net"
 	"time"
-
-	"github.com/kvproxy/kvproxy/internal/rawnet"
 )
 
 // runRelayLoop relays on the server's event loop when the session
@@ -28,10 +26,10 @@ func (s *Session) runRelayLoop() error {
 	res, ok := l.relay(s)
 	if ok {
 		if len(res.fromClient) > 0 {
-			s.cr.Reset(io.MultiReader(bytes.NewReader(res.fromClient), rawnet.Wrap(s.conn)))
+			s.cr.Reset(io.MultiReader(bytes.NewReader(res.fromClient), s.conn))
 		}
 		if len(res.fromUp) > 0 {
-			s.up.r.Reset(io.MultiReader(bytes.NewReader(res.fromUp), rawnet.Wrap(s.up.conn)))
+			s.up.r.Reset(io.MultiReader(bytes.NewReader(res.fromUp), s.up.conn))
 		}
 		if res.reroute {
 			return s.leaveLoop(res)

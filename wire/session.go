@@ -204,8 +204,10 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 	s.clientTotal.Add(1)
 	n := s.active.Add(1)
 	defer s.active.Add(-1)
-	cio := rawnet.Wrap(conn)
-	sess := &Session{srv: s, conn: conn, cr: bufio.NewReaderSize(cio, ioBufSize), cw: bufio.NewWriterSize(cio, ioBufSize)}
+	// Raw reads and writes (internal/rawnet) for the whole session: the
+	// buffered I/O, TLS on top of it, and the relay loop's descriptor.
+	conn = rawnet.Wrap(conn)
+	sess := &Session{srv: s, conn: conn, cr: bufio.NewReaderSize(conn, ioBufSize), cw: bufio.NewWriterSize(conn, ioBufSize)}
 	sess.ctx, sess.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	defer sess.cancel()
 	_ = conn.SetDeadline(time.Now().Add(s.cfg.StartupTimeout))
@@ -282,7 +284,7 @@ func (s *Session) startup(active int) error {
 			if _, err := s.conn.Write([]byte{'S'}); err != nil {
 				return err
 			}
-			tc := tls.Server(rawnet.Wrap(s.conn), srv.cfg.TLSConfig)
+			tc := tls.Server(s.conn, srv.cfg.TLSConfig)
 			if err := tc.Handshake(); err != nil {
 				return fmt.Errorf("wire: TLS handshake: %w", err)
 			}
@@ -634,8 +636,7 @@ func (s *Server) connectUpstream(ctx context.Context, params map[string]string) 
 	}
 	s.upstreamOpened()
 	s.noteParams(hj.ParameterStatuses)
-	uio := rawnet.Wrap(hj.Conn)
-	return &upstreamConn{conn: hj.Conn, r: bufio.NewReaderSize(uio, ioBufSize), w: bufio.NewWriterSize(uio, ioBufSize),
+	return &upstreamConn{conn: hj.Conn, r: bufio.NewReaderSize(hj.Conn, ioBufSize), w: bufio.NewWriterSize(hj.Conn, ioBufSize),
 		pid: hj.PID, secret: hj.SecretKey, cfg: hj.Config, params: hj.ParameterStatuses}, nil
 }
 
