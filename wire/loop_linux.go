@@ -23,10 +23,8 @@ import (
 // the P back every time and, never idle, polls every 20 µs: one nanosleep
 // per relayed message, a third more CPU per transaction than PgBouncer.
 // Instead the epoll set's own descriptor sits in Go's netpoller, and the
-// loop drains it with non-blocking waits and parks like any goroutine.
-// Those waits, reads and writes never block, so they skip the runtime's
-// system-call bookkeeping (raw system calls): each ordinary one also wakes
-// a sleeping sysmon, which then polls every 20 µs again.
+// loop drains it with non-blocking waits and parks like any goroutine. Its
+// waits, reads and writes are raw system calls (see internal/rawnet).
 //
 // It only does the steady state: anything
 // unusual (EOF, a malformed frame, shutdown, an error) ejects the session
