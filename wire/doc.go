@@ -12,10 +12,10 @@
 // (type check, size limit) and ReadyForQuery (transaction status, for
 // shutdown and the idle-in-transaction timeout). On Linux, plain-TCP
 // sessions without an idle-in-transaction timeout are relayed by epoll
-// loops, one per GOMAXPROCS, each on a locked OS thread (as PgBouncer does:
-// one read per readiness event, no goroutine hand-offs); anything unusual (EOF, a
-// malformed frame, shutdown, an I/O error) hands the session back to its
-// goroutine, which continues with the goroutine relay: one goroutine per
+// loops, one per GOMAXPROCS, each a goroutine parked in Go's netpoller (as
+// PgBouncer does: one read per readiness event, no goroutine hand-offs);
+// anything unusual (EOF, a malformed frame, shutdown, an I/O error) hands
+// the session back to its goroutine, which continues with the goroutine relay: one goroutine per
 // direction copying whole messages and flushing only when its input has
 // nothing more buffered. Config.NoEventLoop forces the goroutine relay.
 //

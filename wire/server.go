@@ -237,8 +237,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // eventLoop returns the relay event loop for a session, starting the loops
-// (one per GOMAXPROCS, each on its own OS thread) on first use; nil if they
-// cannot run.
+// (one per GOMAXPROCS) on first use; nil if they cannot run.
 func (s *Server) eventLoop(pid uint32) *eventLoop {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -9,9 +9,14 @@
 #   SCRIPTS="S N"      pgbench built-ins: S select-only (-S), N simple-update (-N)
 #   PGBENCH_MODE=simple  -M for every run (simple|extended|prepared)
 #   SCALE=10           pgbench -i scale
-#   ROUNDS=4           each DURATION is split into ROUNDS runs, interleaved
+#   ROUNDS=5           each DURATION is split into ROUNDS runs, interleaved
 #                      direct/PgBouncer/kvproxy, so load changes on a shared
-#                      machine hit all three alike; TPS and latency are averaged
+#                      machine hit all three alike. The order rotates from
+#                      round to round: a fixed order would favour whichever
+#                      target runs first while -N's tables grow. TPS and
+#                      latency are averaged; kv/pgb_med is the median of the
+#                      per-round ratios (PgBouncer and kvproxy run next to
+#                      each other in every round), with their range.
 #   PROXY_CMD          command that runs kvproxy in passthrough; {listen} and
 #                      {upstream} are replaced, e.g.
 #                      'bin/kvproxy serve --listen {listen} --upstream {upstream} --phase passthrough'
@@ -35,7 +40,7 @@ CLIENTS=${CLIENTS:-1 8 32}
 SCRIPTS=${SCRIPTS:-S N}
 PGBENCH_MODE=${PGBENCH_MODE:-simple}
 SCALE=${SCALE:-10}
-ROUNDS=${ROUNDS:-4}
+ROUNDS=${ROUNDS:-5}
 STEP=$(( DURATION / ROUNDS ))
 (( STEP >= 1 )) || STEP=1
 BIN=$KVPROXY_TEST_PG_BINDIR
@@ -174,30 +179,55 @@ run() {
 	echo "${tps:-0} ${lat:-0} $(awk -v d=$((c1 - c0)) -v t="${txs:-0}" -v k="$TCK" 'BEGIN{print (t > 0) ? d * 1e6 / k / t : 0}')"
 }
 
+# median VALUES...: the median of the arguments.
+median() {
+	printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+}
+
 declare -a ROWS
 PGB_URL="postgres://postgres@127.0.0.1:$PGB_PORT/$DB?sslmode=disable"
 KV_URL="postgres://postgres@127.0.0.1:$PROXY_PORT/$DB?sslmode=disable"
+TARGETS=(direct pgb kv)
 for s in $SCRIPTS; do
 	for c in $CLIENTS; do
 		log "-$s, $c clients, ${ROUNDS}x${STEP}s each"
-		dt=0 dl=0 bt=0 bl=0 bc=0 kt=0 kl=0 kc=0
-		for _ in $(seq 1 "$ROUNDS"); do
-			read -r t l _ < <(run "$DIRECT" "$s" "$c"); dt=$(awk "BEGIN{print $dt+$t}"); dl=$(awk "BEGIN{print $dl+$l}")
-			read -r t l u < <(run "$PGB_URL" "$s" "$c" "$PGB_REAL"); bt=$(awk "BEGIN{print $bt+$t}"); bl=$(awk "BEGIN{print $bl+$l}"); bc=$(awk "BEGIN{print $bc+$u}")
-			read -r t l u < <(run "$KV_URL" "$s" "$c" "$PROXY_PID"); kt=$(awk "BEGIN{print $kt+$t}"); kl=$(awk "BEGIN{print $kl+$l}"); kc=$(awk "BEGIN{print $kc+$u}")
+		declare -A tps=() lat=() cpu=()
+		ratios=()
+		for r in $(seq 0 $((ROUNDS - 1))); do
+			for i in 0 1 2; do
+				tg=${TARGETS[$(((r + i) % 3))]}
+				case $tg in
+				direct) read -r t l u < <(run "$DIRECT" "$s" "$c") ;;
+				pgb) read -r t l u < <(run "$PGB_URL" "$s" "$c" "$PGB_REAL") ;;
+				kv) read -r t l u < <(run "$KV_URL" "$s" "$c" "$PROXY_PID") ;;
+				esac
+				tps[$tg.$r]=$t lat[$tg.$r]=$l cpu[$tg.$r]=$u
+			done
+			ratios+=("$(awk -v k="${tps[kv.$r]}" -v b="${tps[pgb.$r]}" 'BEGIN{print (b > 0) ? k / b : 0}')")
 		done
-		ROWS+=("$s $c $(awk "BEGIN{r=$ROUNDS; print $dt/r, $dl/r, $bt/r, $bl/r, $kt/r, $kl/r, $bc/r, $kc/r}")")
+		row="$s $c"
+		for tg in "${TARGETS[@]}"; do
+			vals=()
+			for r in $(seq 0 $((ROUNDS - 1))); do vals+=("${tps[$tg.$r]} ${lat[$tg.$r]} ${cpu[$tg.$r]}"); done
+			row+=" $(printf '%s\n' "${vals[@]}" | awk '{t += $1; l += $2; u += $3} END {print t / NR, l / NR, u / NR}')"
+		done
+		sorted=$(printf '%s\n' "${ratios[@]}" | sort -g | tr '\n' ' ')
+		read -r -a sr <<<"$sorted"
+		row+=" $(median "${ratios[@]}") ${sr[0]} ${sr[-1]}"
+		ROWS+=("$row")
+		unset tps lat cpu
 	done
 done
 
 echo
-echo "pgbench -M $PGBENCH_MODE, ${ROUNDS}x${STEP}s interleaved per cell, scale $SCALE, loopback TCP, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-6s %7s | %10s %9s | %10s %9s | %10s %9s | %9s %12s %12s | %11s %11s\n' script clients direct_tps lat_ms pgb_tps lat_ms kv_tps lat_ms kv/pgb kv+us_direct pgb+us_direct pgb_cpu_us kv_cpu_us
+echo "pgbench -M $PGBENCH_MODE, ${ROUNDS}x${STEP}s interleaved per cell (order rotated), scale $SCALE, loopback TCP, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+printf '%-6s %7s | %10s %9s | %10s %9s | %10s %9s | %7s %7s %11s | %12s %13s | %10s %9s\n' script clients direct_tps lat_ms pgb_tps lat_ms kv_tps lat_ms kv/pgb kv/pgb_med range kv+us_direct pgb+us_direct pgb_cpu_us kv_cpu_us
 for r in "${ROWS[@]}"; do
-	read -r s c dt dl bt bl kt kl bc kc <<<"$r"
-	awk -v s="-$s" -v c="$c" -v dt="$dt" -v dl="$dl" -v bt="$bt" -v bl="$bl" -v kt="$kt" -v kl="$kl" -v bc="$bc" -v kc="$kc" 'BEGIN {
+	read -r s c dt dl _ bt bl bc kt kl kc med lo hi <<<"$r"
+	awk -v s="-$s" -v c="$c" -v dt="$dt" -v dl="$dl" -v bt="$bt" -v bl="$bl" -v kt="$kt" -v kl="$kl" -v bc="$bc" -v kc="$kc" -v med="$med" -v lo="$lo" -v hi="$hi" 'BEGIN {
 		ratio = (bt > 0) ? kt / bt : 0
-		printf "%-6s %7d | %10.0f %9.3f | %10.0f %9.3f | %10.0f %9.3f | %9.2f %12.1f %12.1f | %11.1f %11.1f\n", s, c, dt, dl, bt, bl, kt, kl, ratio, (kl - dl) * 1000, (bl - dl) * 1000, bc, kc
+		printf "%-6s %7d | %10.0f %9.3f | %10.0f %9.3f | %10.0f %9.3f | %7.2f %7.2f %5.2f-%-5.2f | %12.1f %13.1f | %10.1f %9.1f\n", s, c, dt, dl, bt, bl, kt, kl, ratio, med, lo, hi, (kl - dl) * 1000, (bl - dl) * 1000, bc, kc
 	}'
 done
+echo "kv/pgb: ratio of mean TPS; kv/pgb_med, range: median and range of the per-round ratios"
 echo "pgb_cpu_us, kv_cpu_us: CPU time (user+system) of PgBouncer and of kvproxy per transaction"
