@@ -15,9 +15,9 @@
 // loops, one per GOMAXPROCS, each a goroutine parked in Go's netpoller (as
 // PgBouncer does: one read per readiness event, no goroutine hand-offs);
 // anything unusual (EOF, a malformed frame, shutdown, an I/O error) hands
-// the session back to its goroutine, which continues with the goroutine relay: one goroutine per
-// direction copying whole messages and flushing only when its input has
-// nothing more buffered. Config.NoEventLoop forces the goroutine relay.
+// the session back to its goroutine, which continues with the goroutine
+// relay: one goroutine per direction copying whole messages and flushing
+// only when its input has nothing more buffered. Config.NoEventLoop forces the goroutine relay.
 //
 // With a Router, every statement text is routed once per session (the
 // decision is cached by text, until a phase switch, see below):
