@@ -27,6 +27,10 @@
 #   PROXY_GOMAXPROCS=1 GOMAXPROCS for the proxy (PgBouncer is single-threaded too,
 #                      and the 2 cores here are shared with PostgreSQL and pgbench)
 #   PROFILE=file       CPU profile of passproxy, written at the end
+#   PROXY_BINS="before=PATH after=PATH"
+#                      instead of one kvproxy, these builds (each in
+#                      passthrough on the mem KV driver), all in the same
+#                      rotation, one row each: to compare builds side by side
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -73,10 +77,12 @@ wait_port() {
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/kvproxy-bench.XXXXXX")
 chmod 755 "$WORK"
 PGB_PID=""
-PROXY_PID=""
+PROXY_PIDS=()
 cleanup() {
 	set +e
-	[[ -n "$PROXY_PID" ]] && kill "$PROXY_PID" 2>/dev/null && wait "$PROXY_PID" 2>/dev/null
+	for p in "${PROXY_PIDS[@]}"; do
+		kill "$p" 2>/dev/null && wait "$p" 2>/dev/null
+	done
 	[[ -n "$PGB_PID" ]] && kill "$PGB_PID" 2>/dev/null
 	sleep 0.2
 	[[ -n "${KEEP_WORK:-}" ]] || rm -rf "$WORK"
@@ -132,24 +138,35 @@ INI
 done
 [[ -n "$PGB_PID" ]] || { tail -5 "$WORK/pgbouncer.log" >&2; exit 1; }
 
-# kvproxy passthrough.
-PROXY_PORT=$(free_port)
-if [[ -z "${PROXY_CMD:-}" && "${PROXY:-}" != passproxy && -x bin/kvproxy ]]; then
-	PROXY_CMD="env GOMAXPROCS=${PROXY_GOMAXPROCS:-1} $ROOT/bin/kvproxy serve --listen {listen} --upstream {upstream} --phase passthrough --kv-driver mem --admin-listen '' --log-level warn"
-fi
-if [[ -n "${PROXY_CMD:-}" ]]; then
-	cmd=${PROXY_CMD//\{listen\}/127.0.0.1:$PROXY_PORT}
+# The proxies: NAMES[i] listens on PORTS[i] as PIDS[i].
+NAMES=() PORTS=() PIDS=()
+start_proxy() { # NAME CMD ({listen} and {upstream} replaced)
+	local port cmd
+	port=$(free_port)
+	cmd=${2//\{listen\}/127.0.0.1:$port}
 	cmd=${cmd//\{upstream\}/$DIRECT}
-	log "proxy: $cmd"
-	bash -c "exec $cmd" >"$WORK/proxy.log" 2>&1 &
+	log "proxy $1: $cmd"
+	bash -c "exec $cmd" >"$WORK/proxy-$1.log" 2>&1 &
+	PROXY_PIDS+=($!)
+	NAMES+=("$1") PORTS+=("$port") PIDS+=($!)
+	wait_port "$port" || { cat "$WORK/proxy-$1.log" >&2; exit 1; }
+}
+KV_ARGS="serve --listen {listen} --upstream {upstream} --phase passthrough --kv-driver mem --admin-listen '' --log-level warn"
+if [[ -n "${PROXY_BINS:-}" ]]; then
+	for nb in $PROXY_BINS; do
+		[[ "$nb" == *=* && -x "${nb#*=}" ]] || { log "PROXY_BINS: want NAME=PATH to an executable, got $nb"; exit 2; }
+		start_proxy "${nb%%=*}" "env GOMAXPROCS=${PROXY_GOMAXPROCS:-1} $(realpath "${nb#*=}") $KV_ARGS"
+	done
+elif [[ -n "${PROXY_CMD:-}" ]]; then
+	start_proxy kv "$PROXY_CMD"
+elif [[ "${PROXY:-}" != passproxy && -x bin/kvproxy ]]; then
+	start_proxy kv "env GOMAXPROCS=${PROXY_GOMAXPROCS:-1} $ROOT/bin/kvproxy $KV_ARGS"
 else
 	go build -o "$WORK/passproxy" ./wire/internal/passproxy
-	prof=()
-	[[ -n "${PROFILE:-}" ]] && prof=(-cpuprofile "$PROFILE")
-	GOMAXPROCS=${PROXY_GOMAXPROCS:-1} "$WORK/passproxy" -listen "127.0.0.1:$PROXY_PORT" -upstream "$DIRECT" "${prof[@]}" >"$WORK/proxy.log" 2>&1 &
+	prof=""
+	[[ -n "${PROFILE:-}" ]] && prof="-cpuprofile $PROFILE"
+	start_proxy kv "env GOMAXPROCS=${PROXY_GOMAXPROCS:-1} $WORK/passproxy -listen {listen} -upstream {upstream} $prof"
 fi
-PROXY_PID=$!
-wait_port "$PROXY_PORT" || { cat "$WORK/proxy.log" >&2; exit 1; }
 
 # PgBouncer's own PID (runuser may sit in between) and the proxy's, for CPU.
 PGB_REAL=$(pgrep -f "pgbouncer $WORK/pgbouncer.ini" | tail -1 || true)
@@ -184,50 +201,52 @@ median() {
 	printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
 }
 
-declare -a ROWS
 PGB_URL="postgres://postgres@127.0.0.1:$PGB_PORT/$DB?sslmode=disable"
-KV_URL="postgres://postgres@127.0.0.1:$PROXY_PORT/$DB?sslmode=disable"
-TARGETS=(direct pgb kv)
+TARGETS=(direct pgbouncer "${NAMES[@]}")
+declare -a ROWS
 for s in $SCRIPTS; do
 	for c in $CLIENTS; do
 		log "-$s, $c clients, ${ROUNDS}x${STEP}s each"
-		declare -A tps=() lat=() cpu=()
-		ratios=()
+		declare -A res=()
+		nt=${#TARGETS[@]}
 		for r in $(seq 0 $((ROUNDS - 1))); do
-			for i in 0 1 2; do
-				tg=${TARGETS[$(((r + i) % 3))]}
-				case $tg in
-				direct) read -r t l u < <(run "$DIRECT" "$s" "$c") ;;
-				pgb) read -r t l u < <(run "$PGB_URL" "$s" "$c" "$PGB_REAL") ;;
-				kv) read -r t l u < <(run "$KV_URL" "$s" "$c" "$PROXY_PID") ;;
+			for i in $(seq 0 $((nt - 1))); do
+				k=$(((r + i) % nt))
+				case $k in
+				0) res[$k.$r]=$(run "$DIRECT" "$s" "$c") ;;
+				1) res[$k.$r]=$(run "$PGB_URL" "$s" "$c" "$PGB_REAL") ;;
+				*) res[$k.$r]=$(run "postgres://postgres@127.0.0.1:${PORTS[k - 2]}/$DB?sslmode=disable" "$s" "$c" "${PIDS[k - 2]}") ;;
 				esac
-				tps[$tg.$r]=$t lat[$tg.$r]=$l cpu[$tg.$r]=$u
 			done
-			ratios+=("$(awk -v k="${tps[kv.$r]}" -v b="${tps[pgb.$r]}" 'BEGIN{print (b > 0) ? k / b : 0}')")
 		done
-		row="$s $c"
-		for tg in "${TARGETS[@]}"; do
-			vals=()
-			for r in $(seq 0 $((ROUNDS - 1))); do vals+=("${tps[$tg.$r]} ${lat[$tg.$r]} ${cpu[$tg.$r]}"); done
-			row+=" $(printf '%s\n' "${vals[@]}" | awk '{t += $1; l += $2; u += $3} END {print t / NR, l / NR, u / NR}')"
+		# Per target: mean TPS, latency and CPU, then the median and range
+		# of its per-round ratio to PgBouncer's TPS.
+		for k in $(seq 0 $((nt - 1))); do
+			vals=() ratios=()
+			for r in $(seq 0 $((ROUNDS - 1))); do
+				vals+=("${res[$k.$r]}")
+				read -r bt _ <<<"${res[1.$r]}"
+				read -r t _ <<<"${res[$k.$r]}"
+				ratios+=("$(awk -v t="$t" -v b="$bt" 'BEGIN{print (b > 0) ? t / b : 0}')")
+			done
+			read -r -a sr <<<"$(printf '%s\n' "${ratios[@]}" | sort -g | tr '\n' ' ')"
+			ROWS+=("$s $c ${TARGETS[k]} $(printf '%s\n' "${vals[@]}" | awk '{t += $1; l += $2; u += $3} END {print t / NR, l / NR, u / NR}') $(median "${ratios[@]}") ${sr[0]} ${sr[-1]}")
 		done
-		sorted=$(printf '%s\n' "${ratios[@]}" | sort -g | tr '\n' ' ')
-		read -r -a sr <<<"$sorted"
-		row+=" $(median "${ratios[@]}") ${sr[0]} ${sr[-1]}"
-		ROWS+=("$row")
-		unset tps lat cpu
+		unset res
 	done
 done
 
 echo
-echo "pgbench -M $PGBENCH_MODE, ${ROUNDS}x${STEP}s interleaved per cell (order rotated), scale $SCALE, loopback TCP, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-6s %7s | %10s %9s | %10s %9s | %10s %9s | %7s %7s %11s | %12s %13s | %10s %9s\n' script clients direct_tps lat_ms pgb_tps lat_ms kv_tps lat_ms kv/pgb kv/pgb_med range kv+us_direct pgb+us_direct pgb_cpu_us kv_cpu_us
-for r in "${ROWS[@]}"; do
-	read -r s c dt dl _ bt bl bc kt kl kc med lo hi <<<"$r"
-	awk -v s="-$s" -v c="$c" -v dt="$dt" -v dl="$dl" -v bt="$bt" -v bl="$bl" -v kt="$kt" -v kl="$kl" -v bc="$bc" -v kc="$kc" -v med="$med" -v lo="$lo" -v hi="$hi" 'BEGIN {
-		ratio = (bt > 0) ? kt / bt : 0
-		printf "%-6s %7d | %10.0f %9.3f | %10.0f %9.3f | %10.0f %9.3f | %7.2f %7.2f %5.2f-%-5.2f | %12.1f %13.1f | %10.1f %9.1f\n", s, c, dt, dl, bt, bl, kt, kl, ratio, med, lo, hi, (kl - dl) * 1000, (bl - dl) * 1000, bc, kc
+echo "pgbench -M $PGBENCH_MODE, ${ROUNDS}x${STEP}s per target per cell, targets in a rotating order, scale $SCALE, loopback TCP, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+printf '%-6s %7s  %-10s | %10s %9s | %8s %12s | %11s | %10s\n' script clients target tps lat_ms /pgb_med range +us_direct cpu_us/tx
+direct_lat=0
+for row in "${ROWS[@]}"; do
+	read -r s c tg tps lat cpu med lo hi <<<"$row"
+	[[ $tg == direct ]] && direct_lat=$lat
+	awk -v s="-$s" -v c="$c" -v tg="$tg" -v tps="$tps" -v lat="$lat" -v cpu="$cpu" -v med="$med" -v lo="$lo" -v hi="$hi" -v dl="$direct_lat" 'BEGIN {
+		printf "%-6s %7d  %-10s | %10.0f %9.3f | %8.2f %5.2f-%-6.2f | %11.1f | %10s\n", s, c, tg, tps, lat, med, lo, hi, (lat - dl) * 1000, (tg == "direct") ? "-" : sprintf("%.1f", cpu)
 	}'
 done
-echo "kv/pgb: ratio of mean TPS; kv/pgb_med, range: median and range of the per-round ratios"
-echo "pgb_cpu_us, kv_cpu_us: CPU time (user+system) of PgBouncer and of kvproxy per transaction"
+echo "/pgb_med, range: median and range of the per-round ratios of a target's TPS to PgBouncer's"
+echo "+us_direct: average latency over direct PostgreSQL's"
+echo "cpu_us/tx: CPU time (user+system) of the proxy per transaction"
