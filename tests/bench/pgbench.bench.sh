@@ -77,10 +77,11 @@ wait_port() {
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/kvproxy-bench.XXXXXX")
 chmod 755 "$WORK"
 PGB_PID=""
-PROXY_PIDS=()
+# The proxies: NAMES[i] listens on PORTS[i] as PIDS[i].
+NAMES=() PORTS=() PIDS=()
 cleanup() {
 	set +e
-	for p in "${PROXY_PIDS[@]}"; do
+	for p in "${PIDS[@]}"; do
 		kill "$p" 2>/dev/null && wait "$p" 2>/dev/null
 	done
 	[[ -n "$PGB_PID" ]] && kill "$PGB_PID" 2>/dev/null
@@ -138,8 +139,6 @@ INI
 done
 [[ -n "$PGB_PID" ]] || { tail -5 "$WORK/pgbouncer.log" >&2; exit 1; }
 
-# The proxies: NAMES[i] listens on PORTS[i] as PIDS[i].
-NAMES=() PORTS=() PIDS=()
 start_proxy() { # NAME CMD ({listen} and {upstream} replaced)
 	local port cmd
 	port=$(free_port)
@@ -147,7 +146,6 @@ start_proxy() { # NAME CMD ({listen} and {upstream} replaced)
 	cmd=${cmd//\{upstream\}/$DIRECT}
 	log "proxy $1: $cmd"
 	bash -c "exec $cmd" >"$WORK/proxy-$1.log" 2>&1 &
-	PROXY_PIDS+=($!)
 	NAMES+=("$1") PORTS+=("$port") PIDS+=($!)
 	wait_port "$port" || { cat "$WORK/proxy-$1.log" >&2; exit 1; }
 }
