@@ -111,6 +111,27 @@ start_pg() {
 	die "could not start PostgreSQL"
 }
 
+# dynalite rethrows a request's 'error' event (index.js: req.on('error',
+# function (err) { throw err })), so one client that closes its connection in
+# the middle of a request body ends the whole server, and with it every test
+# still running. The DynamoDB client does exactly that when a context is
+# cancelled while it sends. DynamoDB drops such a request; so does this
+# wrapper, and any other uncaught error still ends the server, loudly.
+write_dynalite_wrapper() {
+	cat >"$1.tmp" <<'EOF'
+process.on('uncaughtException', function (err) {
+  if (err && err.code === 'ECONNRESET') {
+    console.error('dynalite: dropped a request its client aborted:', err.message)
+    return
+  }
+  console.error('dynalite: uncaught error:', err)
+  process.exit(70)
+})
+require('./node_modules/dynalite/cli.js')
+EOF
+	mv "$1.tmp" "$1"
+}
+
 start_dynalite() {
 	command -v node >/dev/null 2>&1 || die "node not found: install Node.js (apt-get install nodejs npm) to run the DynamoDB-compatible server"
 	local dir="$CACHE_DIR/dynalite-$DYNALITE_VERSION"
@@ -120,15 +141,16 @@ start_dynalite() {
 		(cd "$dir" && npm install --no-audit --no-fund --loglevel=error "dynalite@$DYNALITE_VERSION" >/dev/null) ||
 			die "npm install dynalite@$DYNALITE_VERSION failed"
 	fi
+	write_dynalite_wrapper "$dir/serve.js"
 	local port try i
 	for try in 1 2 3 4 5; do
 		port=$(free_port)
-		node "$dir/node_modules/dynalite/cli.js" --port "$port" --host 127.0.0.1 >"$WORK/dynalite.log" 2>&1 &
+		node "$dir/serve.js" --port "$port" --host 127.0.0.1 >"$WORK/dynalite.log" 2>&1 &
 		DYN_PID=$!
 		for i in $(seq 1 100); do
 			if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
 				export KVPROXY_TEST_DYNAMODB_ENDPOINT="http://127.0.0.1:$port"
-				export KVPROXY_TEST_DYNALITE_CLI="$dir/node_modules/dynalite/cli.js"
+				export KVPROXY_TEST_DYNALITE_CLI="$dir/serve.js"
 				log "dynalite $DYNALITE_VERSION on 127.0.0.1:$port"
 				return 0
 			fi
@@ -158,4 +180,16 @@ set +e
 "$@"
 rc=$?
 set -e
+# A server that died in the middle of the run fails every test after it with
+# "connection refused"; say which one, and what it printed last.
+if [[ -n "$DYN_PID" ]] && ! kill -0 "$DYN_PID" 2>/dev/null; then
+	log "dynalite exited during the run; the last of its output:"
+	tail -20 "$WORK/dynalite.log" >&2 || true
+	[[ $rc -ne 0 ]] || rc=2
+fi
+if [[ -n "$PG_DATA" ]] && ! "${AS_PG[@]}" "$PG_BINDIR/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; then
+	log "PostgreSQL exited during the run; the last of its log:"
+	tail -20 "$WORK/pg.log" >&2 || true
+	[[ $rc -ne 0 ]] || rc=2
+fi
 exit "$rc"
