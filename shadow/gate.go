@@ -50,6 +50,7 @@ type Gate struct {
 	view atomic.Pointer[phaseView]
 
 	mu       sync.Mutex
+	onMove   []func()      // OnMove callbacks
 	changed  chan struct{} // closed and replaced on every state change
 	barrier  *control.Barrier
 	seen     time.Time // when this instance saw the barrier go up
@@ -83,9 +84,25 @@ func (g *Gate) Epoch() int64 { return g.view.Load().epoch }
 
 func (g *Gate) current() *phaseView { return g.view.Load() }
 
+// OnMove registers f, called after every change of the phase or epoch
+// in force, once Reroute answers from the new one.
+func (g *Gate) OnMove(f func()) {
+	g.mu.Lock()
+	g.onMove = append(g.onMove, f)
+	g.mu.Unlock()
+}
+
 // Update follows the phase record (control.Follower's OnChange).
 func (g *Gate) Update(rec control.PhaseRecord) {
-	g.view.Store(&phaseView{phase: rec.Phase, epoch: rec.Epoch})
+	prev := g.view.Swap(&phaseView{phase: rec.Phase, epoch: rec.Epoch})
+	if prev != nil && (prev.phase != rec.Phase || prev.epoch != rec.Epoch) {
+		g.mu.Lock()
+		fns := g.onMove
+		g.mu.Unlock()
+		for _, f := range fns {
+			f()
+		}
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	switch {

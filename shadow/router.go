@@ -92,6 +92,7 @@ var (
 	_ wire.SessionOpener    = (*Router)(nil)
 	_ wire.Passthrough      = (*Router)(nil)
 	_ wire.Rerouter         = (*Router)(nil)
+	_ wire.RerouteNotifier  = (*Router)(nil)
 	_ wire.UpstreamOptional = (*Router)(nil)
 )
 
@@ -113,6 +114,10 @@ func (r *Router) UpstreamOptional(sess *wire.Session) bool {
 // moved: every session follows a phase switch between two transactions,
 // without reconnecting.
 func (r *Router) Reroute(sess *wire.Session) bool { return r.opt.Gate.reroute(state(sess)) }
+
+// NotifyReroute lets relaying sessions wait for a phase switch on the
+// wire layer's event loop instead of asking Reroute at every idle point.
+func (r *Router) NotifyReroute(changed func()) { r.opt.Gate.OnMove(changed) }
 
 // session is the state of one client session answered from KV.
 type session struct {

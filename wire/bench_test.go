@@ -47,6 +47,7 @@ type benchPassRouter struct{ forwardAll }
 
 func (benchPassRouter) Passthrough(*Session) bool { return true }
 func (benchPassRouter) Reroute(*Session) bool     { return false }
+func (benchPassRouter) NotifyReroute(func())      {}
 
 // BenchmarkRelayTrack is the relay's added work per request when its
 // Router is a Rerouter: one Sync (or Query) and its ReadyForQuery, and

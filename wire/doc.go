@@ -10,14 +10,16 @@
 // With no Router (or a Router whose Passthrough method returns true for the
 // session) a session is a pure relay that decodes only the 5-byte headers
 // (type check, size limit) and ReadyForQuery (transaction status, for
-// shutdown and the idle-in-transaction timeout). On Linux, plain-TCP
-// sessions without an idle-in-transaction timeout are relayed by epoll
-// loops, one per GOMAXPROCS, each a goroutine parked in Go's netpoller (as
-// PgBouncer does: one read per readiness event, no goroutine hand-offs);
-// anything unusual (EOF, a malformed frame, shutdown, an I/O error) hands
-// the session back to its goroutine, which continues with the goroutine
-// relay: one goroutine per direction copying whole messages and flushing
-// only when its input has nothing more buffered. Config.NoEventLoop forces the goroutine relay.
+// shutdown and the idle-in-transaction timeout). On Linux with cgo,
+// plain-TCP sessions without an idle-in-transaction timeout are relayed by
+// event loops, one per GOMAXPROCS, each a C thread with its own epoll set
+// (cloop_linux.c) that owns the session's sockets meanwhile, as PgBouncer
+// does: one blocking wait, then a read and a write per message, and no Go
+// scheduler in between. Anything unusual (EOF, a malformed frame, shutdown,
+// an I/O error) hands the session back to its goroutine, which continues
+// with the goroutine relay: one goroutine per direction copying whole
+// messages and flushing only when its input has nothing more buffered.
+// Config.NoEventLoop forces the goroutine relay.
 //
 // With a Router, every statement text is routed once per session (the
 // decision is cached by text, until a phase switch, see below):
@@ -142,9 +144,14 @@
 // answered by the proxy. SQL PREPARE is not followed: a statement prepared
 // with it keeps working while forwarded, but the routed path does not know
 // it. Reroute must be cheap (it runs on every idle-point message; an
-// atomic epoch compare) and must not block: for a session on the event
-// loop it runs on the loop's thread while the session's goroutine waits. A
-// panic in it ends only its session (FATAL XX000), as for Route.
+// atomic epoch compare). The event loop's thread cannot call it: a
+// Rerouter that is also a RerouteNotifier announces its changes, the
+// thread then hands each tracked session back at its next idle point, and
+// the session's goroutine asks Reroute (and gives the session back to the
+// thread if it says no). The thread logs the messages the tracking follows
+// for the goroutine to replay. A Rerouter without NotifyReroute keeps its
+// relaying sessions on the goroutine relay. A panic in Reroute ends only
+// its session (FATAL XX000), as for Route.
 //
 // # Upstream loss (UpstreamOptional)
 //

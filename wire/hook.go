@@ -47,11 +47,20 @@ type Passthrough interface {
 // drops its cached routing decisions and routes every prepared statement
 // again (and a relaying session leaves the relay for the routed path). It is
 // called on every such idle-point message, so it should be cheap (an atomic
-// compare of a session's epoch against the current one). A relaying session
-// on the Linux event loop calls it from the loop's thread while the
-// session's goroutine waits, so it must not block.
+// compare of a session's epoch against the current one).
 type Rerouter interface {
 	Reroute(sess *Session) bool
+}
+
+// RerouteNotifier is an optional Rerouter method: a Rerouter that says when
+// Reroute may start to answer true lets its relaying sessions run on the
+// Linux event loop, whose thread cannot call Reroute at every idle point.
+// NotifyReroute is called once, by NewServer; the Rerouter calls changed
+// (from any goroutine, without blocking) after every such change, once
+// Reroute answers from it. Sessions then ask Reroute at their next idle
+// point. Without it, a Rerouter's relaying sessions use the goroutine relay.
+type RerouteNotifier interface {
+	NotifyReroute(changed func())
 }
 
 // Handler is the Router's decision for one statement: Forward(),

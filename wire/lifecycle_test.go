@@ -241,6 +241,13 @@ func TestGracefulShutdown(t *testing.T) {
 				c.Close()
 				t.Fatal("still accepting")
 			}
+			// Serve returns before Shutdown reaches the sessions: a
+			// statement sent at once may still run.
+			for deadline := time.Now().Add(10 * time.Second); srv.Stats().ClientConns > 1; time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d sessions open, want only the one in a transaction", srv.Stats().ClientConns)
+				}
+			}
 			if _, err := idle.Exec(ctx, `SELECT 1`); err == nil {
 				t.Fatal("idle session survived shutdown")
 			}

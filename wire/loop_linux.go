@@ -1,71 +1,65 @@
-//go:build linux
+//go:build linux && cgo
 
 package wire
 
+/*
+#cgo CFLAGS: -O2 -Wall
+#include "cloop_linux.h"
+*/
+import "C"
+
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
+	"math"
 	"net"
 	"os"
 	"sync"
 	"syscall"
+	"time"
+	"unsafe"
 
 	"github.com/kvproxy/kvproxy/internal/rawnet"
 )
 
-// eventLoop relays plain-TCP passthrough sessions in one goroutine with its
-// own epoll set, the way PgBouncer does: one read per readiness event (Go's
-// netpoller needs an extra read that fails with EAGAIN before every wait)
-// and no goroutine hand-offs.
+// eventLoop relays plain-TCP passthrough sessions on one C thread with its
+// own epoll set (cloop_linux.c), the way PgBouncer does: one blocking
+// epoll_wait, then a read and a write per message, and nothing else.
 //
-// The loop never blocks in epoll_wait itself. A thread blocked in a system
-// call keeps its P; with every P held that way, the runtime's sysmon takes
-// the P back every time and, never idle, polls every 20 µs: one nanosleep
-// per relayed message, a third more CPU per transaction than PgBouncer.
-// Instead the epoll set's own descriptor sits in Go's netpoller, and the
-// loop drains it with non-blocking waits and parks like any goroutine. Its
-// waits, reads and writes are raw system calls (see internal/rawnet).
+// It is C because the Go runtime charges every wake-up of a goroutine
+// relay for its scheduler: the netpoller's own wait, the park and unpark,
+// a spinning thread and the monitor. With both cores busy that cost a
+// fifth of the CPU per select-only transaction, about what separated the
+// goroutine loops from PgBouncer (see README, Performance). cgo was
+// already required (pg_query_go).
 //
-// It only does the steady state: anything
-// unusual (EOF, a malformed frame, shutdown, an error) ejects the session
-// back to its goroutine, which carries on with the goroutine relay and its
-// error handling.
+// The sockets leave Go's netpoller while the thread owns them (the
+// descriptors are duplicated and the Go connections closed), or every
+// readiness edge would also wake the runtime's poller. When the session
+// comes back they become Go connections again.
+//
+// The thread does only the steady state. Anything unusual (EOF, a
+// malformed frame, shutdown, an error) hands the session back to its
+// goroutine, which carries on with the goroutine relay and its error
+// handling. With a Rerouter, the thread logs what the Rerouter's
+// bookkeeping needs (relayTrack) for the goroutine to replay, and hands the
+// session back at an idle point after the Rerouter announced a change
+// (RerouteNotifier); the goroutine asks Reroute and re-adds the session if
+// it says no.
 type eventLoop struct {
-	epfd    int
-	ep      *os.File // epfd in Go's netpoller; owns and closes it
-	wakeR   int
-	wakeW   int
+	p *C.cl_loop
+
 	mu      sync.Mutex
-	cmds    []loopCmd
-	done    chan struct{}
-	byFD    map[int32]*loopSess
-	max     int
 	stopped bool
-	// filled: a read in this batch filled its buffer, so its socket may
-	// still hold data that no new event will announce.
-	filled bool
+	users   int // sessions that may still send commands
 }
 
-type loopCmd struct {
-	add   *loopSess
-	eject *Session
-	ack   chan struct{}
-	stop  bool
-}
-
-type loopDir struct {
-	buf               []byte
-	head, parsed, end int
-	need              int // body bytes of the current frame still to pass
-	paused            bool
-}
-
+// loopSess is a session while the thread owns its sockets.
 type loopSess struct {
-	s        *Session
-	cfd, ufd int
-	c2u, u2c loopDir
-	result   chan loopResult
-	reroute  bool
+	p      *C.cl_sess
+	notify *os.File      // a copy of the eventfd the thread signals
+	left   chan struct{} // closed when the session is back on its goroutine
 }
 
 // loopResult is what the goroutine needs to resume the relay.
@@ -79,70 +73,77 @@ type loopResult struct {
 	err     error
 }
 
-const loopBufSize = 64 << 10
+var (
+	errNotTCP      = errors.New("wire: not a plain TCP connection")
+	errNoEventLoop = errors.New("wire: the relay loop has stopped")
+)
+
+const (
+	loopBufSize = 64 << 10
+	// Room for any message the thread follows whole; only what is written
+	// of it is ever touched.
+	loopLogSize = loopBufSize + C.CL_LOG_HDR
+)
 
 func newEventLoop(max int) (*eventLoop, error) {
-	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
-	if err != nil {
-		return nil, err
+	m := uint64(math.MaxUint32)
+	if max > 0 && uint64(max) < m {
+		m = uint64(max)
 	}
-	var p [2]int
-	if err := syscall.Pipe2(p[:], syscall.O_NONBLOCK|syscall.O_CLOEXEC); err != nil {
-		syscall.Close(epfd)
-		return nil, err
+	var errno C.int
+	p := C.cl_loop_new(C.uint32_t(m), &errno)
+	if p == nil {
+		return nil, os.NewSyscallError("relay loop", syscall.Errno(errno))
 	}
-	l := &eventLoop{epfd: epfd, wakeR: p[0], wakeW: p[1], done: make(chan struct{}), byFD: map[int32]*loopSess{}, max: max}
-	if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, p[0], &syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(p[0])}); err != nil {
-		l.closeFDs()
-		return nil, err
-	}
-	// Non-blocking, so that os.NewFile registers it with the netpoller.
-	if err := syscall.SetNonblock(epfd, true); err != nil {
-		l.closeFDs()
-		return nil, err
-	}
-	l.ep = os.NewFile(uintptr(epfd), "relay-epoll")
-	rc, err := l.ep.SyscallConn()
-	if err != nil {
-		l.closeFDs()
-		return nil, err
-	}
-	go l.run(rc)
-	return l, nil
+	return &eventLoop{p: p}, nil
 }
 
-func (l *eventLoop) closeFDs() {
-	if l.ep != nil {
-		l.ep.Close()
-	} else {
-		syscall.Close(l.epfd)
-	}
-	syscall.Close(l.wakeR)
-	syscall.Close(l.wakeW)
-}
-
-func (l *eventLoop) send(c loopCmd) bool {
+// acquire counts a session that may send commands; false once stopped.
+func (l *eventLoop) acquire() bool {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.stopped {
-		l.mu.Unlock()
 		return false
 	}
-	l.cmds = append(l.cmds, c)
-	if c.stop {
-		l.stopped = true
-	}
-	l.mu.Unlock()
-	_, _ = syscall.Write(l.wakeW, []byte{0})
+	l.users++
 	return true
 }
 
-func (l *eventLoop) stop() {
-	if l.send(loopCmd{stop: true}) {
-		<-l.done
+func (l *eventLoop) release() {
+	l.mu.Lock()
+	l.users--
+	free := l.stopped && l.users == 0
+	l.mu.Unlock()
+	if free {
+		C.cl_loop_free(l.p)
 	}
 }
 
-func rawFD(c net.Conn) (int, bool) {
+// stop hands every session back and ends the thread; the C loop is freed
+// when the last session has let go of it.
+func (l *eventLoop) stop() {
+	l.mu.Lock()
+	if l.stopped {
+		l.mu.Unlock()
+		return
+	}
+	l.stopped = true
+	l.mu.Unlock()
+	C.cl_loop_stop(l.p)
+	l.mu.Lock()
+	free := l.users == 0
+	l.mu.Unlock()
+	if free {
+		C.cl_loop_free(l.p)
+	}
+}
+
+// bump tells tracked sessions to check with the Rerouter at their next
+// idle point.
+func (l *eventLoop) bump() { C.cl_loop_bump(l.p) }
+
+// dupFD returns a copy of a TCP connection's descriptor.
+func dupFD(c net.Conn) (int, bool) {
 	var tc *net.TCPConn
 	switch c := c.(type) {
 	case *net.TCPConn:
@@ -157,442 +158,289 @@ func rawFD(c net.Conn) (int, bool) {
 		return 0, false
 	}
 	fd := -1
-	if rc.Control(func(f uintptr) { fd = int(f) }) != nil || fd < 0 {
+	cerr := rc.Control(func(f uintptr) { fd, err = dupCloexec(int(f)) })
+	if cerr != nil || err != nil {
 		return 0, false
 	}
 	return fd, true
 }
 
-// relay runs s in the loop until it is ejected. ok is false when the loop
-// cannot take the session (not plain TCP, loop stopped).
+func dupCloexec(fd int) (int, error) {
+	for {
+		r, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_DUPFD_CLOEXEC, 0)
+		if errno == syscall.EINTR {
+			continue
+		}
+		if errno != 0 {
+			return -1, errno
+		}
+		return int(r), nil
+	}
+}
+
+// relay runs s on the thread until it is handed back for good. ok is false
+// when the loop cannot take the session (not plain TCP, loop stopped,
+// session ending); s is then as it was.
 func (l *eventLoop) relay(s *Session) (loopResult, bool) {
-	cfd, ok1 := rawFD(s.conn)
-	ufd, ok2 := rawFD(s.up.conn)
-	if !ok1 || !ok2 {
+	if s.cw.Buffered() > 0 || s.up.w.Buffered() > 0 || s.cr.Buffered() > loopBufSize || s.up.r.Buffered() > loopBufSize {
 		return loopResult{}, false
 	}
-	ls := &loopSess{s: s, cfd: cfd, ufd: ufd, result: make(chan loopResult, 1),
-		c2u: loopDir{buf: make([]byte, loopBufSize)}, u2c: loopDir{buf: make([]byte, loopBufSize)}}
-	// Bytes already buffered by the goroutine readers go first.
-	if n := s.cr.Buffered(); n > 0 {
-		b, _ := s.cr.Peek(n)
-		ls.c2u.end = copy(ls.c2u.buf, b)
-		_, _ = s.cr.Discard(ls.c2u.end)
+	if !l.acquire() {
+		return loopResult{}, false
 	}
-	if n := s.up.r.Buffered(); n > 0 {
-		b, _ := s.up.r.Peek(n)
-		ls.u2c.end = copy(ls.u2c.buf, b)
-		_, _ = s.up.r.Discard(ls.u2c.end)
+	defer l.release()
+	gen := uint64(C.cl_loop_gen(l.p))
+	if s.track != nil {
+		// The generation may have moved before the session got here.
+		yes, err := s.relayReroute()
+		if err != nil {
+			return loopResult{}, false // the goroutine relay asks again and reports it
+		}
+		if yes {
+			return loopResult{reroute: true}, true
+		}
+	}
+	ls, err := l.adopt(s, gen)
+	if err != nil {
+		s.srv.log.Debug("relay loop cannot take the session", "err", err)
+		return loopResult{}, false
 	}
 	s.mu.Lock()
-	if s.shuttingDown || s.closed {
+	if s.shuttingDown || s.closed || C.cl_send(l.p, ls.p, C.CL_OP_ADD) != 0 {
 		s.mu.Unlock()
+		C.cl_sess_free(ls.p) // never ran: s's connections and buffers are intact
+		ls.notify.Close()
 		return loopResult{}, false
 	}
-	s.inLoop = l
+	// The bytes the goroutine readers had buffered are the thread's now,
+	// and the Go connections leave the netpoller (the thread has copies).
+	_, _ = s.cr.Discard(s.cr.Buffered())
+	_, _ = s.up.r.Discard(s.up.r.Buffered())
+	s.conn.Close()
+	s.up.conn.Close()
+	s.inLoop, s.loopSess = l, ls
 	s.mu.Unlock()
-	if !l.send(loopCmd{add: ls}) {
-		s.mu.Lock()
-		s.inLoop = nil
-		s.mu.Unlock()
-		return loopResult{}, false
+
+	res := l.wait(s, ls)
+	r := snapshot(ls.p, &res)
+	s.outstanding.Store(int32(r.outstanding))
+	s.upTx.Store(uint32(r.up_tx))
+	if r.terminating != 0 {
+		s.terminating.Store(true)
 	}
-	res := <-ls.result
+	s.relayExt = r.ext != 0
+
+	cconn, err1 := fdConn(int(C.cl_sess_cfd(ls.p)))
+	uconn, err2 := fdConn(int(C.cl_sess_ufd(ls.p)))
 	s.mu.Lock()
-	s.inLoop = nil
+	if err1 == nil && err2 == nil {
+		s.conn, s.up.conn = cconn, uconn
+	} else {
+		// Out of descriptors: the session ends on its closed connections.
+		res.err = errors.Join(err1, err2)
+		for _, c := range []net.Conn{cconn, uconn} {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}
+	s.cr.Reset(s.conn)
+	s.cw.Reset(s.conn)
+	s.up.r.Reset(s.up.conn)
+	s.up.w.Reset(s.up.conn)
+	s.inLoop, s.loopSess = nil, nil
+	close(ls.left)
 	s.mu.Unlock()
+	// Freed on the thread, which may still hold the pointer in the batch
+	// of events it is working through; here once the thread is gone.
+	ls.notify.Close()
+	if C.cl_send(l.p, ls.p, C.CL_OP_FREE) != 0 {
+		C.cl_sess_free(ls.p)
+	}
 	return res, true
 }
 
-// eject asks the loop to hand s back and waits until it has.
-func (l *eventLoop) eject(s *Session) {
-	ack := make(chan struct{})
-	if l.send(loopCmd{eject: s, ack: ack}) {
-		<-ack
+// snapshot copies what the thread left in flight into res.
+func snapshot(p *C.cl_sess, res *loopResult) C.cl_result {
+	var r C.cl_result
+	C.cl_sess_result(p, &r)
+	cp := func(b *C.uint8_t, from, to C.uint32_t) []byte {
+		if to <= from {
+			return nil
+		}
+		return C.GoBytes(unsafe.Add(unsafe.Pointer(b), from), C.int(to-from))
 	}
+	res.toUp = cp(r.c2u, r.c2u_head, r.c2u_parsed)
+	res.fromClient = cp(r.c2u, r.c2u_parsed, r.c2u_end)
+	res.needClient = int(r.c2u_need)
+	res.toClient = cp(r.u2c, r.u2c_head, r.u2c_parsed)
+	res.fromUp = cp(r.u2c, r.u2c_parsed, r.u2c_end)
+	res.needUp = int(r.u2c_need)
+	return r
 }
 
-func (l *eventLoop) run(rc syscall.RawConn) {
-	defer close(l.done)
-	defer l.closeFDs()
-	defer l.drainCommands()
-	events := make([]syscall.EpollEvent, 128)
-	stop := false
-	var failure error
-	// Read calls the function until it returns true and parks the
-	// goroutine on the epoll descriptor's readiness whenever it returns
-	// false. The netpoller reports edges: the loop may park only when
-	// nothing it has seen is still pending, so that any later event is a
-	// new edge. That holds after a wait that found nothing, and after a
-	// batch that did not fill the event list in which every read came back
-	// short and no peer had closed (the socket was empty; what arrives later
-	// wakes the set again; epoll_ctl does the same for re-armed interest).
-	// Skipping the empty wait saves a system call per wake-up.
-	err := rc.Read(func(uintptr) bool {
-		for {
-			l.filled = false
-			n, err := rawnet.EpollPoll(l.epfd, events)
-			if err != nil {
-				if errors.Is(err, syscall.EINTR) {
-					continue
-				}
-				failure = err
-				return true
-			}
-			if n == 0 {
-				return false
-			}
-			if l.dispatch(events[:n]) {
-				stop = true
-				return true
-			}
-			if n < len(events) && !l.filled {
-				return false
+// wait follows the session on the thread until it is handed back for
+// good: it replays the event log as the thread asks, and re-adds the
+// session after a full log or a Reroute that said no.
+func (l *eventLoop) wait(s *Session, ls *loopSess) loopResult {
+	var logBuf []byte
+	if s.track != nil {
+		logBuf = make([]byte, loopLogSize)
+	}
+	var res loopResult
+	var ev [8]byte
+	for {
+		if _, err := ls.notify.Read(ev[:]); err != nil {
+			// Cannot happen to an eventfd; take the session back.
+			s.mu.Lock()
+			C.cl_send(l.p, ls.p, C.CL_OP_EJECT)
+			s.mu.Unlock()
+			for C.cl_sess_reason(ls.p) == C.CL_RUNNING {
+				time.Sleep(time.Millisecond)
 			}
 		}
-	})
-	if stop {
-		return
-	}
-	if failure == nil {
-		failure = err
-	}
-	if failure == nil {
-		failure = ErrServerClosed
-	}
-	for _, ls := range l.byFD {
-		l.finish(ls, failure)
-	}
-}
-
-// dispatch handles one batch of events; true means stop.
-func (l *eventLoop) dispatch(events []syscall.EpollEvent) bool {
-	var wake [64]byte
-	for _, ev := range events {
-		fd := ev.Fd
-		if int(fd) == l.wakeR {
-			for {
-				if m, _ := rawnet.Read(l.wakeR, wake[:]); m <= 0 {
-					break
-				}
+		reason := C.cl_sess_reason(ls.p)
+		if logBuf != nil {
+			n := C.cl_sess_take_log(ls.p, (*C.uint8_t)(unsafe.Pointer(&logBuf[0])), C.uint32_t(len(logBuf)))
+			s.replayLog(logBuf[:n])
+		}
+		again := false
+		switch reason {
+		case C.CL_RUNNING:
+			continue // it asked for the log to be drained
+		case C.CL_LOG:
+			again = true
+		case C.CL_REROUTE:
+			g := uint64(C.cl_loop_gen(l.p))
+			yes, err := s.relayReroute()
+			if err == nil && !yes {
+				C.cl_sess_set_seen(ls.p, C.uint64_t(g))
+				again = true
 			}
-			if l.commands() {
-				return true
-			}
-			continue
+			res.reroute = yes
 		}
-		if ls := l.byFD[fd]; ls != nil {
-			l.event(ls, int(fd), ev.Events)
-		}
-	}
-	return false
-}
-
-// drainCommands answers commands that arrive after the loop ended, so no
-// session waits for it forever.
-func (l *eventLoop) drainCommands() {
-	l.mu.Lock()
-	l.stopped = true
-	cmds := l.cmds
-	l.cmds = nil
-	l.mu.Unlock()
-	for _, c := range cmds {
-		if c.add != nil {
-			c.add.result <- c.add.snapshot(ErrServerClosed)
-		}
-		if c.ack != nil {
-			close(c.ack)
-		}
-	}
-}
-
-// commands runs queued commands; true means stop.
-func (l *eventLoop) commands() bool {
-	l.mu.Lock()
-	cmds := l.cmds
-	l.cmds = nil
-	l.mu.Unlock()
-	for _, c := range cmds {
-		switch {
-		case c.stop:
-			seen := map[*loopSess]bool{}
-			for _, ls := range l.byFD {
-				if !seen[ls] {
-					seen[ls] = true
-					l.finish(ls, nil)
-				}
-			}
-			return true
-		case c.add != nil:
-			ls := c.add
-			l.byFD[int32(ls.cfd)] = ls
-			l.byFD[int32(ls.ufd)] = ls
-			e1 := syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, ls.cfd, &syscall.EpollEvent{Events: readable, Fd: int32(ls.cfd)})
-			e2 := syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, ls.ufd, &syscall.EpollEvent{Events: readable, Fd: int32(ls.ufd)})
-			if e1 != nil || e2 != nil {
-				l.finish(ls, nil)
+		if again {
+			s.mu.Lock()
+			ok := !s.shuttingDown && !s.closed && C.cl_send(l.p, ls.p, C.CL_OP_ADD) == 0
+			s.mu.Unlock()
+			if ok {
 				continue
 			}
-			// Data handed over from the goroutine readers.
-			l.pump(ls, &ls.c2u, ls.ufd, true)
-			l.pump(ls, &ls.u2c, ls.cfd, false)
-		case c.eject != nil:
-			for _, ls := range l.byFD {
-				if ls.s == c.eject {
-					l.finish(ls, nil)
-					break
-				}
-			}
-			close(c.ack)
 		}
-	}
-	return false
-}
-
-func (l *eventLoop) finish(ls *loopSess, err error) {
-	if _, ok := l.byFD[int32(ls.cfd)]; !ok {
-		return
-	}
-	delete(l.byFD, int32(ls.cfd))
-	delete(l.byFD, int32(ls.ufd))
-	_ = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, ls.cfd, nil)
-	_ = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, ls.ufd, nil)
-	ls.result <- ls.snapshot(err)
-}
-
-// snapshot is the relay state the session's goroutine resumes from.
-func (ls *loopSess) snapshot(err error) loopResult {
-	cp := func(b []byte) []byte { return append([]byte(nil), b...) }
-	return loopResult{
-		toUp: cp(ls.c2u.buf[ls.c2u.head:ls.c2u.parsed]), fromClient: cp(ls.c2u.buf[ls.c2u.parsed:ls.c2u.end]), needClient: ls.c2u.need,
-		toClient: cp(ls.u2c.buf[ls.u2c.head:ls.u2c.parsed]), fromUp: cp(ls.u2c.buf[ls.u2c.parsed:ls.u2c.end]), needUp: ls.u2c.need,
-		reroute: ls.reroute, err: err,
+		return res
 	}
 }
 
-// readable is the read interest. EPOLLRDHUP tells the loop that a peer's
-// FIN waits behind the data a short read returned (see run).
-const readable = syscall.EPOLLIN | syscall.EPOLLRDHUP
+// adopt makes a C session of copies of s's descriptors and of the bytes
+// its goroutine readers have buffered (which stay there until the thread
+// has the session).
+func (l *eventLoop) adopt(s *Session, gen uint64) (*loopSess, error) {
+	cfd, ok1 := dupFD(s.conn)
+	ufd, ok2 := dupFD(s.up.conn)
+	if !ok1 || !ok2 {
+		if ok1 {
+			syscall.Close(cfd)
+		}
+		if ok2 {
+			syscall.Close(ufd)
+		}
+		return nil, errNotTCP
+	}
+	track := 0
+	if s.track != nil {
+		track = 1
+	}
+	var errno C.int
+	p := C.cl_sess_new(C.int(cfd), C.int(ufd), loopBufSize, loopLogSize, C.int(track), &errno)
+	if p == nil {
+		syscall.Close(cfd)
+		syscall.Close(ufd)
+		return nil, os.NewSyscallError("relay session", syscall.Errno(errno))
+	}
+	nfd, err := dupCloexec(int(C.cl_sess_notify_fd(p)))
+	if err == nil {
+		err = syscall.SetNonblock(nfd, true)
+	}
+	if err != nil {
+		C.cl_sess_free(p)
+		return nil, os.NewSyscallError("relay session", err)
+	}
+	ls := &loopSess{p: p, left: make(chan struct{}), notify: os.NewFile(uintptr(nfd), "relay-notify")}
+	fill := func(dir C.int, r *bufio.Reader) {
+		if n := r.Buffered(); n > 0 {
+			b, _ := r.Peek(n)
+			C.cl_sess_fill(p, dir, unsafe.Pointer(&b[0]), C.uint32_t(n))
+		}
+	}
+	fill(0, s.cr)
+	fill(1, s.up.r)
+	ext := 0
+	if s.relayExt {
+		ext = 1
+	}
+	term := 0
+	if s.terminating.Load() {
+		term = 1
+	}
+	C.cl_sess_state(p, C.int32_t(s.outstanding.Load()), C.uint8_t(s.upTx.Load()), C.uint8_t(ext), C.uint8_t(term), C.uint64_t(gen))
+	return ls, nil
+}
 
-func (l *eventLoop) event(ls *loopSess, fd int, ev uint32) {
-	if ev&(syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
-		// Reported whatever the interest, so a paused direction would spin
-		// on it; the goroutine relay reads what is left and reports it.
-		l.finish(ls, nil)
-		return
+// fdConn makes a Go connection of a copy of fd, which stays the C
+// session's.
+func fdConn(fd int) (net.Conn, error) {
+	d, err := dupCloexec(fd)
+	if err != nil {
+		return nil, os.NewSyscallError("dup", err)
 	}
-	if ev&syscall.EPOLLRDHUP != 0 {
-		l.filled = true
+	f := os.NewFile(uintptr(d), "relay")
+	c, err := net.FileConn(f) // another copy, in the netpoller
+	f.Close()
+	if err != nil {
+		return nil, err
 	}
-	if fd == ls.cfd {
-		if ev&syscall.EPOLLOUT != 0 && ls.u2c.paused {
-			l.flushDir(ls, &ls.u2c, ls.cfd, ls.ufd)
-		}
-		if ev&syscall.EPOLLIN != 0 && !ls.c2u.paused {
-			l.readDir(ls, &ls.c2u, ls.cfd, ls.ufd, true)
-		}
-		return
+	return rawnet.Wrap(c), nil
+}
+
+// ejectLocked asks the thread to hand s back; s.mu is held. It returns
+// what to wait on, nil when s is not on the thread.
+func (l *eventLoop) ejectLocked(s *Session) chan struct{} {
+	ls := s.loopSess
+	if ls == nil {
+		return nil
 	}
-	if ev&syscall.EPOLLOUT != 0 && ls.c2u.paused {
-		l.flushDir(ls, &ls.c2u, ls.ufd, ls.cfd)
-	}
-	if ev&syscall.EPOLLIN != 0 && !ls.u2c.paused {
-		l.readDir(ls, &ls.u2c, ls.ufd, ls.cfd, false)
+	C.cl_send(l.p, ls.p, C.CL_OP_EJECT)
+	return ls.left
+}
+
+// eject hands s back and waits until its goroutine has it.
+func (l *eventLoop) eject(s *Session) {
+	s.mu.Lock()
+	left := l.ejectLocked(s)
+	s.mu.Unlock()
+	if left != nil {
+		<-left
 	}
 }
 
-func (l *eventLoop) interest(ls *loopSess) {
-	if _, ok := l.byFD[int32(ls.cfd)]; !ok {
-		return
-	}
-	var c, u uint32
-	if !ls.c2u.paused {
-		c |= readable
-	} else {
-		u |= syscall.EPOLLOUT
-	}
-	if !ls.u2c.paused {
-		u |= readable
-	} else {
-		c |= syscall.EPOLLOUT
-	}
-	_ = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_MOD, ls.cfd, &syscall.EpollEvent{Events: c, Fd: int32(ls.cfd)})
-	_ = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_MOD, ls.ufd, &syscall.EpollEvent{Events: u, Fd: int32(ls.ufd)})
-}
-
-func (l *eventLoop) readDir(ls *loopSess, d *loopDir, src, dst int, fromClient bool) {
-	if d.head == d.end {
-		d.head, d.parsed, d.end = 0, 0, 0
-	} else if d.end == len(d.buf) && d.head > 0 {
-		copy(d.buf, d.buf[d.head:d.end])
-		d.end -= d.head
-		d.parsed -= d.head
-		d.head = 0
-	}
-	if d.end == len(d.buf) {
-		// Full and nothing parsed to send: a header that does not fit
-		// cannot happen (5 bytes); let the goroutine path sort it out.
-		l.finish(ls, nil)
-		return
-	}
-	n, err := rawnet.Read(src, d.buf[d.end:])
-	if err == syscall.EAGAIN || err == syscall.EINTR {
-		return
-	}
-	if n <= 0 {
-		// EOF or error: the goroutine path reports it properly.
-		l.finish(ls, nil)
-		return
-	}
-	if n == len(d.buf)-d.end {
-		l.filled = true
-	}
-	d.end += n
-	l.pump(ls, d, dst, fromClient)
-}
-
-// loopReroute calls the Rerouter on the loop's thread, where a panic would
-// take down every session of the loop.
-func loopReroute(s *Session) (yes, panicked bool) {
-	defer func() {
-		if recover() != nil {
-			yes, panicked = false, true
-		}
-	}()
-	return s.rr.Reroute(s), false
-}
-
-// pump parses what can be parsed and writes it to dst.
-func (l *eventLoop) pump(ls *loopSess, d *loopDir, dst int, fromClient bool) {
-	s := ls.s
-	eject := false
-	for d.parsed < d.end {
-		if d.need > 0 {
-			k := min(d.need, d.end-d.parsed)
-			d.parsed += k
-			d.need -= k
-			continue
-		}
-		if d.end-d.parsed < 5 {
-			break
-		}
-		typ := d.buf[d.parsed]
-		ln := int32(binary.BigEndian.Uint32(d.buf[d.parsed+1:]))
-		if ln < 4 || fromClient && (!frontendTypes[typ] || typ == 'p' || int(ln-4) > l.max) {
-			eject = true
-			break
-		}
-		body := int(ln) - 4
-		if fromClient && s.track != nil && typ != 'X' {
-			if s.relayIdle() {
-				yes, panicked := loopReroute(s)
-				if yes || panicked {
-					// Leave before this message; the goroutine takes over
-					// (after a panic it calls Reroute again, where a panic
-					// ends only its own session).
-					ls.reroute = yes
-					eject = true
-					break
-				}
+// replayLog applies the thread's event log to the Rerouter's bookkeeping,
+// in the order the thread relayed the messages.
+func (s *Session) replayLog(b []byte) {
+	for len(b) >= C.CL_LOG_HDR {
+		kind, typ := b[0], b[1]
+		n := int(binary.LittleEndian.Uint32(b[2:6]))
+		body := b[C.CL_LOG_HDR : C.CL_LOG_HDR+n]
+		b = b[C.CL_LOG_HDR+n:]
+		switch {
+		case kind == C.CL_LOG_CLIENT:
+			if n == 0 {
+				body = nil
 			}
-			if (typ == 'P' || typ == 'C' || typ == 'Q') && d.end-d.parsed < 5+body {
-				// Followed bodies are read whole; one bigger than the
-				// buffer goes to the goroutine relay (a Query is followed
-				// only for DEALLOCATE, never that big).
-				if 5+body <= len(d.buf) {
-					break
-				}
-				if typ != 'Q' {
-					eject = true
-					break
-				}
-			}
-		}
-		if fromClient {
-			switch typ {
-			case 'Q':
-				if d.end-d.parsed >= 5+body && (body == 0 || d.buf[d.parsed+4+body] != 0) {
-					eject = true
-				}
-				s.outstanding.Add(1)
-			case 'S', 'F':
-				s.outstanding.Add(1)
-			case 'X':
-				s.terminating.Store(true)
-			}
-			if eject {
-				s.outstanding.Add(-1)
-				break
-			}
-			if s.track != nil {
-				var b []byte
-				if d.end-d.parsed >= 5+body {
-					b = d.buf[d.parsed+5 : d.parsed+5+body]
-				}
-				s.relayNote(typ, b)
-			}
-		} else if typ == 'Z' && body == 1 {
-			if d.end-d.parsed < 6 {
-				break
-			}
-			if s.track != nil {
-				s.track.upstream(typ)
-			}
-			st := d.buf[d.parsed+5]
-			s.upTx.Store(uint32(st))
-			if s.outstanding.Add(-1) < 0 {
-				s.outstanding.Store(0)
-			}
-			s.mu.Lock()
-			shut := s.shuttingDown
-			s.mu.Unlock()
-			if shut && st == 'I' && s.outstanding.Load() == 0 {
-				d.parsed += 6
-				eject = true
-				break
-			}
-		} else if (typ == '1' || typ == '3' || typ == 'E') && s.track != nil {
+			s.relayNote(typ, body)
+		case typ == 'S':
+			s.track.param(body)
+		default:
 			s.track.upstream(typ)
-		} else if typ == 'S' && s.track != nil {
-			if d.end-d.parsed < 5+body && 5+body <= len(d.buf) {
-				break // the whole ParameterStatus first
-			}
-			if d.end-d.parsed >= 5+body {
-				s.track.param(d.buf[d.parsed+5 : d.parsed+5+body])
-			}
 		}
-		d.parsed += 5
-		d.need = body
-	}
-	l.flushDir(ls, d, dst, -1)
-	if eject {
-		l.finish(ls, nil)
-	}
-}
-
-// flushDir writes parsed bytes of d to dst, pausing reads of d's source
-// while dst cannot take more.
-func (l *eventLoop) flushDir(ls *loopSess, d *loopDir, dst, _ int) {
-	for d.head < d.parsed {
-		n, err := rawnet.Write(dst, d.buf[d.head:d.parsed])
-		if err == syscall.EINTR {
-			continue
-		}
-		if err == syscall.EAGAIN {
-			if !d.paused {
-				d.paused = true
-				l.interest(ls)
-			}
-			return
-		}
-		if err != nil || n <= 0 {
-			l.finish(ls, nil)
-			return
-		}
-		d.head += n
-	}
-	if d.paused {
-		d.paused = false
-		l.interest(ls)
 	}
 }

@@ -51,3 +51,37 @@ func TestPlainTCPSessionRunsOnEventLoop(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// The relay thread logs what the phase-switch tracking follows, and the
+// session's goroutine drains the log while the session runs (here a few
+// times: each Sync and ReadyForQuery take 12 bytes of a 64 KiB log that is
+// drained when half full). Statements prepared before and after the drains
+// are all known when the session is re-routed.
+func TestRerouteAfterLogDrains(t *testing.T) {
+	r := newPhaseRouter(phaseRelay)
+	p := startProxy(t, Config{UpstreamDSN: testenv.PostgresDB(t)}, r)
+	ctx := ctxT(t)
+	conn := connect0(t, p.dsn("", ""))
+	prepare := func(name string) {
+		if _, err := conn.Prepare(ctx, name, "SELECT $1::int8 AS "+name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	prepare("before")
+	for i := 0; i < 8000; i++ {
+		if _, err := conn.Exec(ctx, "SELECT 1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	prepare("after")
+	r.set(phaseLocal)
+	for _, name := range []string{"before", "after"} {
+		var v int64
+		if err := conn.QueryRow(ctx, name, 8).Scan(&v); err != nil || v != want(phaseLocal, 8) {
+			t.Fatalf("%s after the switch: %d %v, want %d", name, v, err, want(phaseLocal, 8))
+		}
+	}
+	if got := r.reroutes.Load(); got != 1 {
+		t.Fatalf("%d re-routes, want 1", got)
+	}
+}

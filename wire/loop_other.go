@@ -1,4 +1,4 @@
-//go:build !linux
+//go:build !linux || !cgo
 
 package wire
 
@@ -6,8 +6,11 @@ import "errors"
 
 var errNoEventLoop = errors.New("wire: no event loop on this platform")
 
-// eventLoop is Linux-only; elsewhere every session uses the goroutine relay.
+// eventLoop needs Linux and cgo; elsewhere every session uses the
+// goroutine relay.
 type eventLoop struct{}
+
+type loopSess struct{}
 
 type loopResult struct {
 	toUp, toClient     []byte
@@ -17,13 +20,9 @@ type loopResult struct {
 	err                error
 }
 
-func newEventLoop(int) (*eventLoop, error)           { return nil, errNoEventLoop }
-func (*eventLoop) relay(*Session) (loopResult, bool) { return loopResult{}, false }
-func (*eventLoop) eject(*Session)                    {}
-func (*eventLoop) send(loopCmd) bool                 { return false }
-func (*eventLoop) stop()                             {}
-
-type loopCmd struct {
-	eject *Session
-	ack   chan struct{}
-}
+func newEventLoop(int) (*eventLoop, error)            { return nil, errNoEventLoop }
+func (*eventLoop) relay(*Session) (loopResult, bool)  { return loopResult{}, false }
+func (*eventLoop) eject(*Session)                     {}
+func (*eventLoop) ejectLocked(*Session) chan struct{} { return nil }
+func (*eventLoop) stop()                              {}
+func (*eventLoop) bump()                              {}

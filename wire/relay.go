@@ -16,7 +16,7 @@ import (
 // starts, with the goroutine relay.
 func (s *Session) runRelayLoop() error {
 	cfg := &s.srv.cfg
-	if cfg.NoEventLoop || s.tls || cfg.IdleInTransactionTimeout > 0 {
+	if cfg.NoEventLoop || s.tls || cfg.IdleInTransactionTimeout > 0 || s.track != nil && !s.srv.rerouteNotified {
 		return s.runRelay()
 	}
 	l := s.srv.eventLoop(s.pid)

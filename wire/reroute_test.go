@@ -42,6 +42,7 @@ const phaseBad = "SELECT $1::int8 AS bad"
 type phaseRouter struct {
 	mode     atomic.Int32
 	epoch    atomic.Int64
+	changed  func()       // from NotifyReroute
 	reroutes atomic.Int64 // Reroute calls that returned true
 	routes   atomic.Int64
 	appName  atomic.Value // application_name as the last Route saw it
@@ -59,7 +60,12 @@ func newPhaseRouter(mode int32) *phaseRouter {
 func (r *phaseRouter) set(mode int32) {
 	r.mode.Store(mode)
 	r.epoch.Add(1)
+	if r.changed != nil {
+		r.changed()
+	}
 }
+
+func (r *phaseRouter) NotifyReroute(changed func()) { r.changed = changed }
 
 func (r *phaseRouter) OpenSession(_ context.Context, sess *Session) error {
 	ps := &phaseSess{}
@@ -813,7 +819,15 @@ func FuzzDecodeParse(f *testing.F) {
 // "boom" once armed.
 type panickyRerouter struct {
 	forwardAll
-	armed atomic.Bool
+	armed   atomic.Bool
+	changed func()
+}
+
+func (r *panickyRerouter) NotifyReroute(changed func()) { r.changed = changed }
+
+func (r *panickyRerouter) arm() {
+	r.armed.Store(true)
+	r.changed()
 }
 
 func (*panickyRerouter) Passthrough(*Session) bool { return true }
@@ -825,8 +839,8 @@ func (r *panickyRerouter) Reroute(sess *Session) bool {
 	return false
 }
 
-// A panic in Reroute, also on the event loop's thread, ends only its own
-// session with FATAL XX000.
+// A panic in Reroute, also for a session on the event loop, ends only its
+// own session with FATAL XX000.
 func TestReroutePanicIsContained(t *testing.T) {
 	up := testenv.PostgresDB(t)
 	for _, noLoop := range []bool{false, true} {
@@ -839,7 +853,7 @@ func TestReroutePanicIsContained(t *testing.T) {
 			if _, err := victim.Exec(ctx, "SELECT 1"); err != nil {
 				t.Fatal(err)
 			}
-			r.armed.Store(true)
+			r.arm()
 			_, err := victim.Exec(ctx, "SELECT 1")
 			var pe *pgconn.PgError
 			if !errors.As(err, &pe) || pe.Code != CodeInternalError || pe.Severity != "FATAL" {

@@ -64,6 +64,9 @@ type Server struct {
 
 	loops   []*eventLoop
 	loopErr error
+	// rerouteNotified: the Router is a RerouteNotifier, so relaying
+	// sessions with a Rerouter may use the event loop.
+	rerouteNotified bool
 
 	nextPID atomic.Uint32
 	active  atomic.Int64 // includes sessions still starting up
@@ -103,7 +106,24 @@ func NewServer(cfg Config, router Router, logger *slog.Logger) (*Server, error) 
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	s.nextPID.Store(binary.BigEndian.Uint32(b[:]) & 0x3fffffff)
+	if n, ok := router.(RerouteNotifier); ok {
+		if _, ok := router.(Rerouter); ok {
+			s.rerouteNotified = true
+			n.NotifyReroute(s.rerouteChanged)
+		}
+	}
 	return s, nil
+}
+
+// rerouteChanged has the event loops send tracked sessions back to their
+// goroutines at their next idle point, to ask the Rerouter.
+func (s *Server) rerouteChanged() {
+	s.mu.Lock()
+	loops := s.loops
+	s.mu.Unlock()
+	for _, l := range loops {
+		l.bump()
+	}
 }
 
 // Stats returns the current counters.

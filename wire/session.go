@@ -50,7 +50,8 @@ type Session struct {
 	pid       uint32
 	secret    uint32
 
-	conn     net.Conn
+	conn     net.Conn // replaced when the loop's thread hands the session back (under mu)
+	remote   net.Addr
 	cr       *bufio.Reader
 	cw       *bufio.Writer
 	tls      bool
@@ -85,6 +86,7 @@ type Session struct {
 	localTx     byte         // routed: status owned by local handlers, 0 = none
 	terminating atomic.Bool
 	inLoop      *eventLoop // set while the event loop relays the session
+	loopSess    *loopSess  // the session on the loop's thread (under mu)
 	needC       int        // relay resumes mid-frame: client bytes to pass first
 	needU       int        // same for upstream bytes
 	pendingUp   []byte     // parsed by the event loop, not yet written upstream
@@ -114,7 +116,7 @@ func (s *Session) StartupParameter(name string) string { return s.params[name] }
 func (s *Session) ParameterStatus(name string) string { return s.status[name] }
 
 // RemoteAddr is the client's address.
-func (s *Session) RemoteAddr() net.Addr { return s.conn.RemoteAddr() }
+func (s *Session) RemoteAddr() net.Addr { return s.remote }
 
 // TLS reports whether the client connection is encrypted.
 func (s *Session) TLS() bool { return s.tls }
@@ -190,7 +192,8 @@ func (s *Session) SetTxStatus(status byte) {
 
 // upstreamConn is the session's connection to PostgreSQL.
 type upstreamConn struct {
-	conn   net.Conn
+	conn   net.Conn // replaced when the loop's thread hands the session back (under the session's mu)
+	addr   net.Addr // conn's remote address, for cancels from other goroutines
 	r      *bufio.Reader
 	w      *bufio.Writer
 	pid    uint32
@@ -207,7 +210,7 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 	// Raw reads and writes (internal/rawnet) for the whole session: the
 	// buffered I/O, TLS on top of it, and the relay loop's descriptor.
 	conn = rawnet.Wrap(conn)
-	sess := &Session{srv: s, conn: conn, cr: bufio.NewReaderSize(conn, ioBufSize), cw: bufio.NewWriterSize(conn, ioBufSize)}
+	sess := &Session{srv: s, conn: conn, remote: conn.RemoteAddr(), cr: bufio.NewReaderSize(conn, ioBufSize), cw: bufio.NewWriterSize(conn, ioBufSize)}
 	sess.ctx, sess.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	defer sess.cancel()
 	_ = conn.SetDeadline(time.Now().Add(s.cfg.StartupTimeout))
@@ -636,14 +639,14 @@ func (s *Server) connectUpstream(ctx context.Context, params map[string]string) 
 	}
 	s.upstreamOpened()
 	s.noteParams(hj.ParameterStatuses)
-	return &upstreamConn{conn: hj.Conn, r: bufio.NewReaderSize(hj.Conn, ioBufSize), w: bufio.NewWriterSize(hj.Conn, ioBufSize),
+	return &upstreamConn{conn: hj.Conn, addr: hj.Conn.RemoteAddr(), r: bufio.NewReaderSize(hj.Conn, ioBufSize), w: bufio.NewWriterSize(hj.Conn, ioBufSize),
 		pid: hj.PID, secret: hj.SecretKey, cfg: hj.Config, params: hj.ParameterStatuses}, nil
 }
 
 // cancelUpstream sends a CancelRequest for the upstream backend, the way
 // libpq does: a fresh plain connection to the same address.
 func (u *upstreamConn) cancelUpstream(ctx context.Context) error {
-	addr := u.conn.RemoteAddr()
+	addr := u.addr
 	network, address := addr.Network(), addr.String()
 	if network == "unix" {
 		network, address = pgconn.NetworkAddress(u.cfg.Host, u.cfg.Port)
@@ -710,7 +713,7 @@ func (s *Session) beginShutdown() {
 	s.shuttingDown = true
 	if l := s.inLoop; l != nil {
 		// The goroutine relay decides when the session is idle.
-		l.send(loopCmd{eject: s, ack: make(chan struct{})})
+		l.ejectLocked(s)
 	}
 	if s.waiting {
 		_ = s.conn.SetReadDeadline(time.Now())
