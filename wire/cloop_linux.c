@@ -75,13 +75,16 @@ static uint32_t be32(const uint8_t *p) {
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-static void notify(cl_sess *s) {
+// signal_fd adds one to an eventfd's counter.
+static void signal_fd(int fd) {
 	uint64_t one = 1;
 	ssize_t r;
 	do {
-		r = write(s->notify, &one, sizeof one);
+		r = write(fd, &one, sizeof one);
 	} while (r < 0 && errno == EINTR);
 }
+
+static void notify(cl_sess *s) { signal_fd(s->notify); }
 
 static uint64_t tag(cl_sess *s, int up) { return (uint64_t)(uintptr_t)s | (uint64_t)up; }
 
@@ -548,13 +551,7 @@ fail:
 	return NULL;
 }
 
-static void wake(cl_loop *l) {
-	uint64_t one = 1;
-	ssize_t r;
-	do {
-		r = write(l->wake, &one, sizeof one);
-	} while (r < 0 && errno == EINTR);
-}
+static void wake(cl_loop *l) { signal_fd(l->wake); }
 
 int cl_send(cl_loop *l, cl_sess *s, int op) {
 	pthread_mutex_lock(&l->mu);
