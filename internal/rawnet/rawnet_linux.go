@@ -52,7 +52,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	var errno error
 	err := c.rc.Read(func(fd uintptr) bool {
 		for {
-			n, errno = Read(int(fd), p)
+			n, errno = rawIO(syscall.SYS_READ, int(fd), p)
 			if errno != syscall.EINTR {
 				return errno != syscall.EAGAIN
 			}
@@ -74,7 +74,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 	var errno error
 	err := c.rc.Write(func(fd uintptr) bool {
 		for done < len(p) {
-			n, e := Write(int(fd), p[done:])
+			n, e := rawIO(syscall.SYS_WRITE, int(fd), p[done:])
 			switch e {
 			case nil:
 				done += n
@@ -101,12 +101,6 @@ func (c *Conn) opError(op string, errno error) error {
 	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError(op, errno)}
 }
 
-// Read is read(2) on a non-blocking descriptor, as a raw system call.
-func Read(fd int, p []byte) (int, error) { return rawIO(syscall.SYS_READ, fd, p) }
-
-// Write is write(2) on a non-blocking descriptor, as a raw system call.
-func Write(fd int, p []byte) (int, error) { return rawIO(syscall.SYS_WRITE, fd, p) }
-
 // rawIO is read(2) or write(2) without the runtime's system-call
 // bookkeeping; it returns -1 and the errno on failure.
 func rawIO(trap uintptr, fd int, p []byte) (int, error) {
@@ -114,16 +108,6 @@ func rawIO(trap uintptr, fd int, p []byte) (int, error) {
 		return 0, nil
 	}
 	n, _, e := syscall.RawSyscall(trap, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-	if e != 0 {
-		return -1, e
-	}
-	return int(n), nil
-}
-
-// EpollPoll is epoll_wait(2) with a zero timeout, as a raw system call
-// (epoll_pwait without a signal mask exists on every architecture).
-func EpollPoll(epfd int, events []syscall.EpollEvent) (int, error) {
-	n, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
 	if e != 0 {
 		return -1, e
 	}
