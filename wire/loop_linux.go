@@ -57,9 +57,11 @@ type eventLoop struct {
 
 // loopSess is a session while the thread owns its sockets.
 type loopSess struct {
+	l      *eventLoop
 	p      *C.cl_sess
 	notify *os.File      // a copy of the eventfd the thread signals
 	left   chan struct{} // closed when the session is back on its goroutine
+	log    []byte        // for the thread's event log (tracked sessions)
 }
 
 // loopResult is what the goroutine needs to resume the relay.
@@ -70,7 +72,6 @@ type loopResult struct {
 	// reroute: the Rerouter asked for re-routing at an idle point; the
 	// client's next message is the first of fromClient.
 	reroute bool
-	err     error
 }
 
 var (
@@ -218,7 +219,7 @@ func (l *eventLoop) relay(s *Session) (loopResult, bool) {
 	_, _ = s.up.r.Discard(s.up.r.Buffered())
 	s.conn.Close()
 	s.up.conn.Close()
-	s.inLoop, s.loopSess = l, ls
+	s.loopSess = ls
 	s.mu.Unlock()
 
 	res := l.wait(s, ls)
@@ -237,7 +238,7 @@ func (l *eventLoop) relay(s *Session) (loopResult, bool) {
 		s.conn, s.up.conn = cconn, uconn
 	} else {
 		// Out of descriptors: the session ends on its closed connections.
-		res.err = errors.Join(err1, err2)
+		s.srv.log.Warn("relay loop could not hand a session back", "err", errors.Join(err1, err2))
 		for _, c := range []net.Conn{cconn, uconn} {
 			if c != nil {
 				c.Close()
@@ -248,15 +249,10 @@ func (l *eventLoop) relay(s *Session) (loopResult, bool) {
 	s.cw.Reset(s.conn)
 	s.up.r.Reset(s.up.conn)
 	s.up.w.Reset(s.up.conn)
-	s.inLoop, s.loopSess = nil, nil
+	s.loopSess = nil
 	close(ls.left)
 	s.mu.Unlock()
-	// Freed on the thread, which may still hold the pointer in the batch
-	// of events it is working through; here once the thread is gone.
-	ls.notify.Close()
-	if C.cl_send(l.p, ls.p, C.CL_OP_FREE) != 0 {
-		C.cl_sess_free(ls.p)
-	}
+	ls.free(l)
 	return res, true
 }
 
@@ -283,27 +279,10 @@ func snapshot(p *C.cl_sess, res *loopResult) C.cl_result {
 // good: it replays the event log as the thread asks, and re-adds the
 // session after a full log or a Reroute that said no.
 func (l *eventLoop) wait(s *Session, ls *loopSess) loopResult {
-	var logBuf []byte
-	if s.track != nil {
-		logBuf = make([]byte, loopLogSize)
-	}
 	var res loopResult
-	var ev [8]byte
 	for {
-		if _, err := ls.notify.Read(ev[:]); err != nil {
-			// Cannot happen to an eventfd; take the session back.
-			s.mu.Lock()
-			C.cl_send(l.p, ls.p, C.CL_OP_EJECT)
-			s.mu.Unlock()
-			for C.cl_sess_reason(ls.p) == C.CL_RUNNING {
-				time.Sleep(time.Millisecond)
-			}
-		}
-		reason := C.cl_sess_reason(ls.p)
-		if logBuf != nil {
-			n := C.cl_sess_take_log(ls.p, (*C.uint8_t)(unsafe.Pointer(&logBuf[0])), C.uint32_t(len(logBuf)))
-			s.replayLog(logBuf[:n])
-		}
+		reason, log := ls.next(l)
+		s.replayLog(log)
 		again := false
 		switch reason {
 		case C.CL_RUNNING:
@@ -331,6 +310,64 @@ func (l *eventLoop) wait(s *Session, ls *loopSess) loopResult {
 	}
 }
 
+// next waits for the thread's next signal. It returns why the thread
+// handed the session back (CL_RUNNING when it only asked for its log to be
+// drained) and the event log taken meanwhile.
+func (ls *loopSess) next(l *eventLoop) (C.int, []byte) {
+	var ev [8]byte
+	if _, err := ls.notify.Read(ev[:]); err != nil {
+		// Cannot happen to an eventfd; take the session back.
+		C.cl_send(l.p, ls.p, C.CL_OP_EJECT)
+		for C.cl_sess_reason(ls.p) == C.CL_RUNNING {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	reason := C.cl_sess_reason(ls.p)
+	if ls.log == nil {
+		return reason, nil
+	}
+	n := C.cl_sess_take_log(ls.p, (*C.uint8_t)(unsafe.Pointer(&ls.log[0])), C.uint32_t(len(ls.log)))
+	return reason, ls.log[:n]
+}
+
+// newLoopSess makes a C session of two descriptors, which it takes.
+func newLoopSess(l *eventLoop, cfd, ufd int, track bool) (*loopSess, error) {
+	t := 0
+	if track {
+		t = 1
+	}
+	var errno C.int
+	p := C.cl_sess_new(C.int(cfd), C.int(ufd), loopBufSize, loopLogSize, C.int(t), &errno)
+	if p == nil {
+		syscall.Close(cfd)
+		syscall.Close(ufd)
+		return nil, os.NewSyscallError("relay session", syscall.Errno(errno))
+	}
+	nfd, err := dupCloexec(int(C.cl_sess_notify_fd(p)))
+	if err == nil {
+		err = syscall.SetNonblock(nfd, true)
+	}
+	if err != nil {
+		C.cl_sess_free(p)
+		return nil, os.NewSyscallError("relay session", err)
+	}
+	ls := &loopSess{l: l, p: p, left: make(chan struct{}), notify: os.NewFile(uintptr(nfd), "relay-notify")}
+	if track {
+		ls.log = make([]byte, loopLogSize)
+	}
+	return ls, nil
+}
+
+// free releases the C session once the thread has handed it back: on the
+// thread, which may still hold its pointer in the batch of events it is
+// working through, or here once the thread is gone.
+func (ls *loopSess) free(l *eventLoop) {
+	ls.notify.Close()
+	if C.cl_send(l.p, ls.p, C.CL_OP_FREE) != 0 {
+		C.cl_sess_free(ls.p)
+	}
+}
+
 // adopt makes a C session of copies of s's descriptors and of the bytes
 // its goroutine readers have buffered (which stay there until the thread
 // has the session).
@@ -346,26 +383,11 @@ func (l *eventLoop) adopt(s *Session, gen uint64) (*loopSess, error) {
 		}
 		return nil, errNotTCP
 	}
-	track := 0
-	if s.track != nil {
-		track = 1
-	}
-	var errno C.int
-	p := C.cl_sess_new(C.int(cfd), C.int(ufd), loopBufSize, loopLogSize, C.int(track), &errno)
-	if p == nil {
-		syscall.Close(cfd)
-		syscall.Close(ufd)
-		return nil, os.NewSyscallError("relay session", syscall.Errno(errno))
-	}
-	nfd, err := dupCloexec(int(C.cl_sess_notify_fd(p)))
-	if err == nil {
-		err = syscall.SetNonblock(nfd, true)
-	}
+	ls, err := newLoopSess(l, cfd, ufd, s.track != nil)
 	if err != nil {
-		C.cl_sess_free(p)
-		return nil, os.NewSyscallError("relay session", err)
+		return nil, err
 	}
-	ls := &loopSess{p: p, left: make(chan struct{}), notify: os.NewFile(uintptr(nfd), "relay-notify")}
+	p := ls.p
 	fill := func(dir C.int, r *bufio.Reader) {
 		if n := r.Buffered(); n > 0 {
 			b, _ := r.Peek(n)
@@ -402,26 +424,10 @@ func fdConn(fd int) (net.Conn, error) {
 	return rawnet.Wrap(c), nil
 }
 
-// ejectLocked asks the thread to hand s back; s.mu is held. It returns
-// what to wait on, nil when s is not on the thread.
-func (l *eventLoop) ejectLocked(s *Session) chan struct{} {
-	ls := s.loopSess
-	if ls == nil {
-		return nil
-	}
-	C.cl_send(l.p, ls.p, C.CL_OP_EJECT)
-	return ls.left
-}
-
-// eject hands s back and waits until its goroutine has it.
-func (l *eventLoop) eject(s *Session) {
-	s.mu.Lock()
-	left := l.ejectLocked(s)
-	s.mu.Unlock()
-	if left != nil {
-		<-left
-	}
-}
+// ejectLocked asks the thread to hand the session back (the session's mu
+// is held, so that no re-add of it can overtake the request); its
+// goroutine closes ls.left once it has the session.
+func (ls *loopSess) ejectLocked() { C.cl_send(ls.l.p, ls.p, C.CL_OP_EJECT) }
 
 // replayLog applies the thread's event log to the Rerouter's bookkeeping,
 // in the order the thread relayed the messages.

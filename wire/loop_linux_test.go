@@ -30,7 +30,7 @@ func TestPlainTCPSessionRunsOnEventLoop(t *testing.T) {
 		defer p.srv.mu.Unlock()
 		for sess := range p.srv.sessions {
 			sess.mu.Lock()
-			if sess.inLoop != nil {
+			if sess.loopSess != nil {
 				n++
 			}
 			sess.mu.Unlock()

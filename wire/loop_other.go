@@ -10,14 +10,15 @@ var errNoEventLoop = errors.New("wire: no event loop on this platform")
 // goroutine relay.
 type eventLoop struct{}
 
-type loopSess struct{}
+type loopSess struct{ left chan struct{} }
+
+func (*loopSess) ejectLocked() {}
 
 type loopResult struct {
 	toUp, toClient     []byte
 	fromClient, fromUp []byte
 	needClient, needUp int
 	reroute            bool
-	err                error
 }
 
 func newEventLoop(int) (*eventLoop, error)            { return nil, errNoEventLoop }

@@ -7,12 +7,6 @@ package wire
 */
 import "C"
 
-import (
-	"os"
-	"syscall"
-	"unsafe"
-)
-
 // Why the thread handed sockets back, for FuzzRelayLoop.
 const (
 	loopReasonIO    = C.CL_IO
@@ -32,52 +26,27 @@ type rawRelay struct {
 // takes cfd and ufd. It is the C framer's harness for FuzzRelayLoop (test
 // files cannot use cgo); nothing else calls it.
 func (l *eventLoop) relayRaw(cfd, ufd int, track bool) (rawRelay, error) {
-	t := 0
-	if track {
-		t = 1
-	}
-	var errno C.int
-	p := C.cl_sess_new(C.int(cfd), C.int(ufd), loopBufSize, loopLogSize, C.int(t), &errno)
-	if p == nil {
-		return rawRelay{}, syscall.Errno(errno)
-	}
-	nfd, err := dupCloexec(int(C.cl_sess_notify_fd(p)))
+	ls, err := newLoopSess(l, cfd, ufd, track)
 	if err != nil {
-		C.cl_sess_free(p)
 		return rawRelay{}, err
 	}
-	_ = syscall.SetNonblock(nfd, true)
-	notify := os.NewFile(uintptr(nfd), "relay-notify")
-	defer notify.Close()
-	C.cl_sess_state(p, 0, 'I', 0, 0, C.cl_loop_gen(l.p))
-	if C.cl_send(l.p, p, C.CL_OP_ADD) != 0 {
-		C.cl_sess_free(p)
+	C.cl_sess_state(ls.p, 0, 'I', 0, 0, C.cl_loop_gen(l.p))
+	if C.cl_send(l.p, ls.p, C.CL_OP_ADD) != 0 {
+		C.cl_sess_free(ls.p)
+		ls.notify.Close()
 		return rawRelay{}, errNoEventLoop
 	}
 	var out rawRelay
-	buf := make([]byte, loopLogSize)
-	var ev [8]byte
 	for {
-		if _, err := notify.Read(ev[:]); err != nil {
-			return rawRelay{}, err // leaks the session; a harness failure
-		}
-		reason := int(C.cl_sess_reason(p))
-		if track {
-			n := C.cl_sess_take_log(p, (*C.uint8_t)(unsafe.Pointer(&buf[0])), C.uint32_t(len(buf)))
-			out.log = append(out.log, buf[:n]...)
-		}
-		if reason == C.CL_RUNNING {
+		reason, log := ls.next(l)
+		out.log = append(out.log, log...)
+		if reason == C.CL_RUNNING || reason == C.CL_LOG && C.cl_send(l.p, ls.p, C.CL_OP_ADD) == 0 {
 			continue
 		}
-		if reason == C.CL_LOG && C.cl_send(l.p, p, C.CL_OP_ADD) == 0 {
-			continue
-		}
-		out.reason = reason
+		out.reason = int(reason)
 		break
 	}
-	snapshot(p, &out.res)
-	if C.cl_send(l.p, p, C.CL_OP_FREE) != 0 {
-		C.cl_sess_free(p)
-	}
+	snapshot(ls.p, &out.res)
+	ls.free(l)
 	return out, nil
 }

@@ -85,12 +85,11 @@ type Session struct {
 	outstanding atomic.Int32 // passthrough: Query/Sync sent minus ReadyForQuery received
 	localTx     byte         // routed: status owned by local handlers, 0 = none
 	terminating atomic.Bool
-	inLoop      *eventLoop // set while the event loop relays the session
-	loopSess    *loopSess  // the session on the loop's thread (under mu)
-	needC       int        // relay resumes mid-frame: client bytes to pass first
-	needU       int        // same for upstream bytes
-	pendingUp   []byte     // parsed by the event loop, not yet written upstream
-	pendingCl   []byte     // same towards the client
+	loopSess    *loopSess // set while the event loop's thread relays the session (under mu)
+	needC       int       // relay resumes mid-frame: client bytes to pass first
+	needU       int       // same for upstream bytes
+	pendingUp   []byte    // parsed by the event loop, not yet written upstream
+	pendingCl   []byte    // same towards the client
 	rt          *routed
 	out         []byte
 	rr          Rerouter    // the Router's, asserted once per session
@@ -711,9 +710,9 @@ func (s *Session) idleLocked() bool {
 func (s *Session) beginShutdown() {
 	s.mu.Lock()
 	s.shuttingDown = true
-	if l := s.inLoop; l != nil {
+	if s.loopSess != nil {
 		// The goroutine relay decides when the session is idle.
-		l.ejectLocked(s)
+		s.loopSess.ejectLocked()
 	}
 	if s.waiting {
 		_ = s.conn.SetReadDeadline(time.Now())
@@ -736,12 +735,16 @@ func (s *Session) wake(status byte) {
 func (s *Session) forceClose() {
 	s.mu.Lock()
 	s.closed = true
-	l := s.inLoop
+	ls := s.loopSess
+	if ls != nil {
+		ls.ejectLocked()
+	}
 	up := s.up
 	s.mu.Unlock()
-	if l != nil {
-		// The loop must let go of the descriptors before they are closed.
-		l.eject(s)
+	if ls != nil {
+		// The session's goroutine must have its connections back before
+		// they are closed.
+		<-ls.left
 	}
 	s.cancel()
 	s.conn.Close()
