@@ -3,6 +3,7 @@ package e2e
 import (
 	"regexp"
 	"strconv"
+	"strings"
 
 	"testing"
 	"time"
@@ -49,7 +50,9 @@ func TestLiveMigrationUnderLoad(t *testing.T) {
 			pause()
 			m.finishLoad()
 			if err := m.res.Ledger.Verify(ctx, m.proxies[0].DSN); err != nil {
-				t.Fatalf("an acknowledged write is missing from KV: %v\n%s", err, m.logTails())
+				// PostgreSQL stopped following at finalize: what it has
+				// tells whether the write was lost before or after.
+				t.Fatalf("an acknowledged write is missing from KV: %v\nthe same entities on PostgreSQL directly:\n%s\n%s", err, sameEntities(err, m.res.Ledger.Verify(ctx, m.upstream)), m.logTails())
 			}
 			var reads, mismatches int
 			for _, p := range m.proxies {
@@ -69,6 +72,32 @@ func TestLiveMigrationUnderLoad(t *testing.T) {
 			t.Logf("%d flows acknowledged and present in KV; %d shadow reads, 0 mismatches; %d conflicts (40001) answered by the proxies", m.res.Total, reads, conflicts)
 		})
 	}
+}
+
+// sameEntities returns the lines of other that are about the entities
+// err names ("repo/branch: ..."), or what other is when it names none.
+func sameEntities(err, other error) string {
+	if other == nil {
+		return "no problem"
+	}
+	var names []string
+	for _, line := range strings.Split(err.Error(), "\n") {
+		if name, _, ok := strings.Cut(strings.TrimSpace(line), ": "); ok && strings.Contains(name, "/") {
+			names = append(names, name+": ")
+		}
+	}
+	var out []string
+	for _, line := range strings.Split(other.Error(), "\n") {
+		for _, n := range names {
+			if strings.HasPrefix(strings.TrimSpace(line), n) {
+				out = append(out, line)
+			}
+		}
+	}
+	if len(out) == 0 {
+		return "none of them differs (of the first 50 problems)"
+	}
+	return strings.Join(out, "\n")
 }
 
 var conflictRe = regexp.MustCompile(`kvproxy_statements_total\{outcome="conflict"[^}]*\} (\d+)`)

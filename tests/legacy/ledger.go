@@ -35,7 +35,13 @@ type ledgerRepo struct {
 	branches          map[string]*ledgerBranch // nil entry = deleted
 	tags              map[string]string        // "" = deleted
 	commits           map[string]bool
+	// history keeps each branch's last acknowledged or uncertain head
+	// changes, so that a failed Verify can say how the branch got there.
+	history map[string][]string
 }
+
+// historyLen bounds a branch's history.
+const historyLen = 12
 
 type ledgerBranch struct {
 	commit    string
@@ -66,10 +72,19 @@ func NewLedger() *Ledger { return &Ledger{repos: map[string]*ledgerRepo{}} }
 func (l *Ledger) repo(id string) *ledgerRepo {
 	r := l.repos[id]
 	if r == nil {
-		r = &ledgerRepo{branches: map[string]*ledgerBranch{}, tags: map[string]string{}, commits: map[string]bool{}}
+		r = &ledgerRepo{branches: map[string]*ledgerBranch{}, tags: map[string]string{}, commits: map[string]bool{}, history: map[string][]string{}}
 		l.repos[id] = r
 	}
 	return r
+}
+
+// note appends an event to a branch's history.
+func (r *ledgerRepo) note(branch, format string, args ...any) {
+	h := append(r.history[branch], time.Now().UTC().Format("15:04:05.000 ")+fmt.Sprintf(format, args...))
+	if len(h) > historyLen {
+		h = h[len(h)-historyLen:]
+	}
+	r.history[branch] = h
 }
 
 // RepoCreated records a created repository with its default branch and first commit.
@@ -81,6 +96,7 @@ func (l *Ledger) RepoCreated(repo, ns, defaultBranch, firstCommit string) {
 	if defaultBranch != "" {
 		r.branches[defaultBranch] = &ledgerBranch{commit: firstCommit, staged: map[string]stagedFact{}, owned: true}
 		r.commits[firstCommit] = true
+		r.note(defaultBranch, "head %s acknowledged (repository created)", firstCommit)
 	} else {
 		r.bare = true
 	}
@@ -123,20 +139,25 @@ func (l *Ledger) BranchSet(repo, branch, commit string, keepStaged bool) {
 	}
 	b.commit = commit
 	r.commits[commit] = true
+	r.note(branch, "head %s acknowledged (keep staged %v)", commit, keepStaged)
 }
 
 // BranchDeleted records a deleted branch.
 func (l *Ledger) BranchDeleted(repo, branch string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.repo(repo).branches[branch] = nil
+	r := l.repo(repo)
+	r.branches[branch] = nil
+	r.note(branch, "deleted")
 }
 
-// BranchUncertain excludes a branch from verification.
-func (l *Ledger) BranchUncertain(repo, branch string) {
+// BranchUncertain excludes a branch from verification, until its next
+// acknowledged head; why is the error that made its outcome unknown.
+func (l *Ledger) BranchUncertain(repo, branch string, why error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	r := l.repo(repo)
+	r.note(branch, "uncertain: %v", why)
 	if b := r.branches[branch]; b != nil {
 		b.uncertain = true
 	} else {
@@ -372,14 +393,14 @@ func verifyRepo(ctx context.Context, conn *pgx.Conn, id string, r *ledgerRepo, a
 		}
 	}
 	for bid, b := range r.branches {
-		if err := verifyBranch(ctx, conn, id, bid, b, add); err != nil {
+		if err := verifyBranch(ctx, conn, id, r, bid, b, add); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func verifyBranch(ctx context.Context, conn *pgx.Conn, repo, id string, b *ledgerBranch, add func(string, ...any)) error {
+func verifyBranch(ctx context.Context, conn *pgx.Conn, repo string, r *ledgerRepo, id string, b *ledgerBranch, add func(string, ...any)) error {
 	if b != nil && b.uncertain {
 		return nil
 	}
@@ -398,7 +419,11 @@ func verifyBranch(ctx context.Context, conn *pgx.Conn, repo, id string, b *ledge
 		return nil
 	}
 	if commit == nil || *commit != b.commit {
-		add("%s/%s: head %v, acknowledged %s", repo, id, deref(commit), b.commit)
+		known := "not an acknowledged commit"
+		if commit != nil && r.commits[*commit] {
+			known = "an acknowledged commit"
+		}
+		add("%s/%s: head %v (%s), acknowledged %s; history:\n    %s", repo, id, deref(commit), known, b.commit, strings.Join(r.history[id], "\n    "))
 	}
 	if token == nil {
 		add("%s/%s: NULL staging token", repo, id)

@@ -310,7 +310,7 @@ func (w *Workload) uncertain(repo, branch string, err error) error {
 		return err
 	}
 	if branch != "" {
-		w.l.BranchUncertain(repo, branch)
+		w.l.BranchUncertain(repo, branch, err)
 	} else {
 		w.l.RepoUncertain(repo)
 	}

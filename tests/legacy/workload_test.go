@@ -46,7 +46,9 @@ func TestLedgerVerifyCatchesLoss(t *testing.T) {
 	}{
 		{"lost staged rows", `DELETE FROM graveler_staging_kv WHERE (staging_token, key) IN (SELECT s.staging_token, s.key FROM graveler_staging_kv s
 			JOIN graveler_branches b ON b.staging_token = s.staging_token WHERE s.identity IS NOT NULL LIMIT 1)`, "missing"},
-		{"moved branch", `UPDATE graveler_branches SET commit_id = 'bogus' WHERE id = 'main'`, "head"},
+		{"moved branch", `UPDATE graveler_branches SET commit_id = 'bogus' WHERE id = 'main'`, "(not an acknowledged commit), acknowledged"},
+		{"moved branch back", `UPDATE graveler_branches b SET commit_id = c.parents[1] FROM graveler_commits c
+			WHERE c.repository_id = b.repository_id AND c.id = b.commit_id AND cardinality(c.parents) > 0 AND b.id = 'main'`, "(an acknowledged commit), acknowledged"},
 		{"lost repository", `DELETE FROM graveler_repositories WHERE id = (SELECT min(id) FROM graveler_repositories)`, "acknowledged repository missing"},
 		{"phantom staged row", `INSERT INTO graveler_staging_kv SELECT staging_token, 'phantom', 'i', 'd' FROM graveler_branches LIMIT 1`, "unacknowledged staged row"},
 		{"lost commit", `DELETE FROM graveler_commits WHERE id IN (SELECT commit_id FROM graveler_branches LIMIT 1)`, "commit"},
