@@ -989,6 +989,38 @@ func TestAddCommitToBranchHead(t *testing.T) {
 	if _, err := c.AddCommitToBranchHead(ctx, "r", "main", cm); !errors.Is(err, ErrCommitNotHeadBranch) {
 		t.Fatalf("stale parent: %v", err)
 	}
+
+	// On a dirty branch the commit record is written before the staging
+	// check refuses to move the head. Adding the same commit again then
+	// succeeds at "existing -> done" and leaves the head where it was; so
+	// the workload never adds one commit twice.
+	check(t, c.Set(ctx, "r", "main", []byte("k"), val("v"), false))
+	again := cm
+	again.Parents, again.Message = []string{id}, "import 2"
+	if _, err := c.AddCommitToBranchHead(ctx, "r", "main", again); !errors.Is(err, ErrConflictFound) {
+		t.Fatalf("dirty branch: %v", err)
+	}
+	check(t, c.ResetKey(ctx, "r", "main", []byte("k")))
+	done := must[string](t)(c.AddCommitToBranchHead(ctx, "r", "main", again))
+	if b := must[*Branch](t)(c.GetBranch(ctx, "r", "main")); done != again.ContentAddress() || b.CommitID != id {
+		t.Fatalf("existing commit added again: returned %s, head %s; want %s and the head unchanged (%s)", done, b.CommitID, again.ContentAddress(), id)
+	}
+}
+
+// A workload's commits never repeat, even within one second of the
+// clock (commit ids hash the time in whole seconds): a repeated commit is
+// "done" without moving the head (see TestAddCommitToBranchHead), and the
+// ledger would expect the head there.
+func TestWorkloadCommitParamsUnique(t *testing.T) {
+	w := NewWorkload(nil, nil, WorkloadConfig{Seed: 1, Name: "w"})
+	seen := map[string]bool{}
+	for range 100 {
+		p := w.params("import")
+		if seen[p.Message] {
+			t.Fatalf("commit message %q repeated", p.Message)
+		}
+		seen[p.Message] = true
+	}
 }
 
 // statement_cache_capacity in the DSN overrides the 512 default; a full

@@ -42,14 +42,17 @@ type WorkloadConfig struct {
 // repository -> 23505, re-created tag -> INSERT 0 0, missing branch, ...)
 // and recording acknowledged writes in a Ledger.
 type Workload struct {
-	c      *Client
-	l      *Ledger
-	cfg    WorkloadConfig
-	rnd    *rand.Rand
-	seq    int
-	repos  []*wlRepo
-	stats  map[string]int
-	shared *wlRepo
+	c   *Client
+	l   *Ledger
+	cfg WorkloadConfig
+	rnd *rand.Rand
+	seq int
+	// commits numbers commit messages: commit ids hash the time in whole
+	// seconds, and a commit added twice is "done" without moving the head.
+	commits int
+	repos   []*wlRepo
+	stats   map[string]int
+	shared  *wlRepo
 	// failures are unexpected outcomes tolerated in Tolerant mode.
 	failures []error
 	// stepCtx is the context of the step running now: an outcome cut
@@ -117,7 +120,8 @@ func (w *Workload) key() []byte {
 }
 
 func (w *Workload) params(kind string) CommitParams {
-	p := CommitParams{Committer: w.cfg.Name, Message: fmt.Sprintf("%s %s %d", w.cfg.Name, kind, w.seq)}
+	w.commits++
+	p := CommitParams{Committer: w.cfg.Name, Message: fmt.Sprintf("%s %s %d.%d", w.cfg.Name, kind, w.seq, w.commits)}
 	switch w.pick(3) {
 	case 0:
 		p.Metadata = map[string]string{"client": w.cfg.Name, "n": fmt.Sprint(w.seq)}
