@@ -46,8 +46,9 @@ typedef struct {
 } cl_result;
 
 // cl_loop_new starts a loop thread. max is the largest client message
-// body the loop passes; err receives errno on failure.
-cl_loop *cl_loop_new(uint32_t max, int *err);
+// body the loop passes; coalesce_ns is the pause before a wait when many
+// sessions are busy (0: none; see run); err receives errno on failure.
+cl_loop *cl_loop_new(uint32_t max, int64_t coalesce_ns, int *err);
 // cl_loop_stop hands every session back (CL_STOPPED) and joins the thread.
 void cl_loop_stop(cl_loop *l);
 void cl_loop_free(cl_loop *l);
@@ -55,6 +56,8 @@ void cl_loop_free(cl_loop *l);
 // handed back (CL_REROUTE) at its next idle point.
 void cl_loop_bump(cl_loop *l);
 uint64_t cl_loop_gen(cl_loop *l);
+// cl_loop_pauses counts the coalescing pauses so far.
+uint64_t cl_loop_pauses(cl_loop *l);
 
 // cl_sess_new takes ownership of cfd and ufd (non-blocking sockets) and
 // creates the eventfd the loop signals; NULL on failure (errno in *err).

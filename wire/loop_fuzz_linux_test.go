@@ -30,7 +30,7 @@ func FuzzRelayLoop(f *testing.F) {
 	f.Add([]byte{'Q', 0x7f, 0xff, 0xff, 0xff}, bytes.Repeat([]byte{'d', 0, 0, 0, 5, 0}, 100), false, false)
 	f.Add(bytes.Repeat(q, 3000), []byte{}, true, false)
 	f.Add([]byte{4, 3, 1, 2, 3, 7, 0x13, 'a', 'b', 0, 6, 1, 5, 0, 8, 0}, []byte{12, 1, 'I', 8, 4, 'a', 0, 'b', 0, 0, 0, 2, 0}, true, true)
-	l, err := newEventLoop(fuzzLoopMax)
+	l, err := newEventLoop(fuzzLoopMax, 0)
 	if err != nil {
 		f.Fatal(err)
 	}

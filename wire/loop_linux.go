@@ -86,13 +86,13 @@ const (
 	loopLogSize = loopBufSize + C.CL_LOG_HDR
 )
 
-func newEventLoop(max int) (*eventLoop, error) {
+func newEventLoop(max int, coalesce time.Duration) (*eventLoop, error) {
 	m := uint64(math.MaxUint32)
 	if max > 0 && uint64(max) < m {
 		m = uint64(max)
 	}
 	var errno C.int
-	p := C.cl_loop_new(C.uint32_t(m), &errno)
+	p := C.cl_loop_new(C.uint32_t(m), C.int64_t(max64(coalesce, 0)), &errno)
 	if p == nil {
 		return nil, os.NewSyscallError("relay loop", syscall.Errno(errno))
 	}
@@ -138,6 +138,9 @@ func (l *eventLoop) stop() {
 		C.cl_loop_free(l.p)
 	}
 }
+
+// pauses counts the thread's coalescing pauses.
+func (l *eventLoop) pauses() uint64 { return uint64(C.cl_loop_pauses(l.p)) }
 
 // bump tells tracked sessions to check with the Rerouter at their next
 // idle point.
@@ -449,4 +452,11 @@ func (s *Session) replayLog(b []byte) {
 			s.track.upstream(typ)
 		}
 	}
+}
+
+func max64(d, floor time.Duration) time.Duration {
+	if d < floor {
+		return floor
+	}
+	return d
 }

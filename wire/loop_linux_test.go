@@ -4,10 +4,12 @@ package wire
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/kvproxy/kvproxy/internal/testenv"
 )
@@ -83,5 +85,90 @@ func TestRerouteAfterLogDrains(t *testing.T) {
 	}
 	if got := r.reroutes.Load(); got != 1 {
 		t.Fatalf("%d re-routes, want 1", got)
+	}
+}
+
+// The relay thread pauses before waiting only while many sessions are busy
+// at once: a session busy alone never waits for the pause (its latency is
+// the case to protect), and 48 sessions querying together make the threads
+// pause and batch, with every answer still right.
+func TestRelayCoalescesOnlyWhenManySessionsAreBusy(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	p := startProxy(t, Config{UpstreamDSN: testenv.PostgresDB(t)}, nil)
+	pauses := func() (n uint64) {
+		p.srv.mu.Lock()
+		defer p.srv.mu.Unlock()
+		for _, l := range p.srv.loops {
+			n += l.pauses()
+		}
+		return n
+	}
+	query := func(conn *pgx.Conn, i int) error {
+		var got int
+		if err := conn.QueryRow(ctx, "SELECT $1::int", i).Scan(&got); err != nil {
+			return err
+		}
+		if got != i {
+			return fmt.Errorf("SELECT %d = %d", i, got)
+		}
+		return nil
+	}
+	alone, err := pgx.Connect(ctx, p.dsn("", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alone.Close(ctx)
+	for i := range 500 {
+		if err := query(alone, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := pauses(); n != 0 {
+		t.Fatalf("%d pauses with one session busy, want none", n)
+	}
+
+	const sessions = 48 // over GOMAXPROCS threads, at least 16 each
+	var g errgroup.Group
+	busy, stop := make(chan struct{}, sessions), make(chan struct{})
+	for range sessions {
+		g.Go(func() error {
+			conn, err := pgx.Connect(ctx, p.dsn("", ""))
+			if err != nil {
+				return err
+			}
+			defer conn.Close(ctx)
+			for i := 0; ; i++ {
+				if err := query(conn, i); err != nil {
+					return err
+				}
+				if i == 10 {
+					busy <- struct{}{}
+				}
+				select {
+				case <-stop:
+					return nil
+				default:
+				}
+			}
+		})
+	}
+	for range sessions {
+		select {
+		case <-busy:
+		case <-ctx.Done():
+			close(stop)
+			t.Fatalf("sessions did not start: %v", g.Wait())
+		}
+	}
+	for pauses() == 0 && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	close(stop)
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if pauses() == 0 {
+		t.Fatalf("no pause with %d sessions busy", sessions)
 	}
 }

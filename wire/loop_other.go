@@ -2,7 +2,10 @@
 
 package wire
 
-import "errors"
+import (
+	"errors"
+	"time"
+)
 
 var errNoEventLoop = errors.New("wire: no event loop on this platform")
 
@@ -21,9 +24,9 @@ type loopResult struct {
 	reroute            bool
 }
 
-func newEventLoop(int) (*eventLoop, error)            { return nil, errNoEventLoop }
-func (*eventLoop) relay(*Session) (loopResult, bool)  { return loopResult{}, false }
-func (*eventLoop) eject(*Session)                     {}
-func (*eventLoop) ejectLocked(*Session) chan struct{} { return nil }
-func (*eventLoop) stop()                              {}
-func (*eventLoop) bump()                              {}
+func newEventLoop(int, time.Duration) (*eventLoop, error) { return nil, errNoEventLoop }
+func (*eventLoop) relay(*Session) (loopResult, bool)      { return loopResult{}, false }
+func (*eventLoop) eject(*Session)                         {}
+func (*eventLoop) ejectLocked(*Session) chan struct{}     { return nil }
+func (*eventLoop) stop()                                  {}
+func (*eventLoop) bump()                                  {}

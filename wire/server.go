@@ -264,7 +264,7 @@ func (s *Server) eventLoop(pid uint32) *eventLoop {
 	if s.loops == nil && s.loopErr == nil && !s.closing {
 		n := runtime.GOMAXPROCS(0)
 		for i := 0; i < n; i++ {
-			l, err := newEventLoop(s.cfg.MaxMessageSize)
+			l, err := newEventLoop(s.cfg.MaxMessageSize, s.cfg.relayCoalesce())
 			if err != nil {
 				s.loopErr = err
 				s.log.Warn("relay event loop unavailable, using goroutines", "err", err)
