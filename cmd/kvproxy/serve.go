@@ -334,6 +334,7 @@ no upstream (phase kv-only).`,
 				MaxConnections:           cfg.Limits.MaxConnections,
 				StartupTimeout:           cfg.Limits.StartupTimeout,
 				IdleInTransactionTimeout: cfg.Limits.IdleInTransactionTimeout,
+				RelayCoalesce:            relayCoalesce(cfg.Relay.Coalesce),
 				Observer:                 connObserver{m},
 			}, router, log)
 			if err != nil {
@@ -392,4 +393,12 @@ no upstream (phase kv-only).`,
 			return err
 		},
 	}
+}
+
+// relayCoalesce maps the setting (0: off) to wire's (0: default, < 0: off).
+func relayCoalesce(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }

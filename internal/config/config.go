@@ -40,6 +40,7 @@ type Config struct {
 	TLS      TLSConfig    `yaml:"tls"`
 	Auth     AuthConfig   `yaml:"auth"`
 	Limits   LimitsConfig `yaml:"limits"`
+	Relay    RelayConfig  `yaml:"relay"`
 	Shadow   ShadowConfig `yaml:"shadow"`
 	Admin    AdminConfig  `yaml:"admin"`
 	Log      LogConfig    `yaml:"log"`
@@ -65,6 +66,11 @@ type LimitsConfig struct {
 	StartupTimeout           time.Duration `yaml:"startup_timeout" desc:"time a new client has to finish startup and authentication"`
 	IdleInTransactionTimeout time.Duration `yaml:"idle_in_transaction_timeout" desc:"close sessions idle inside a transaction this long (FATAL 25P03); 0 disables"`
 	ShutdownTimeout          time.Duration `yaml:"shutdown_timeout" desc:"on SIGTERM, how long open transactions may take to finish before sessions are closed"`
+}
+
+// RelayConfig tunes the passthrough relay.
+type RelayConfig struct {
+	Coalesce time.Duration `yaml:"coalesce" desc:"pause of a relay thread before it waits for more events while 16 or more of its sessions are busy, so that it handles them in batches; 0 disables"`
 }
 
 // KVConfig selects the KV store.
@@ -101,6 +107,7 @@ func Default() Config {
 		KV:     KVConfig{Driver: "local", DSN: "./data/kvproxy.db"},
 		Auth:   AuthConfig{Method: "trust"},
 		Limits: LimitsConfig{MaxMessageSize: 64 << 20, MaxConnections: 1000, StartupTimeout: 10 * time.Second, ShutdownTimeout: 30 * time.Second},
+		Relay:  RelayConfig{Coalesce: 30 * time.Microsecond},
 		Shadow: ShadowConfig{ReadFraction: 0.05, ReadTimeout: 50 * time.Millisecond, MirrorTimeout: 2 * time.Second},
 		Admin:  AdminConfig{Listen: "127.0.0.1:9187"},
 		Log:    LogConfig{Level: "info", Format: "text"},
@@ -311,6 +318,9 @@ func (c Config) Validate() error {
 		if d <= 0 {
 			return bad(key, "%v; use a positive duration such as 10s", d)
 		}
+	}
+	if c.Relay.Coalesce < 0 || c.Relay.Coalesce >= time.Second {
+		return bad("relay.coalesce", "%v; use 0 (off) or a positive duration below a second, e.g. 30us", c.Relay.Coalesce)
 	}
 	if c.Limits.IdleInTransactionTimeout < 0 {
 		return bad("limits.idle_in_transaction_timeout", "%v; use 0 (off) or a positive duration", c.Limits.IdleInTransactionTimeout)
