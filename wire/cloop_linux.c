@@ -485,7 +485,7 @@ static void *run(void *arg) {
 	for (;;) {
 		if (l->coalesce_ns > 0 && last < CL_COALESCE_EVENTS &&
 		    (l->prev_active >= CL_COALESCE_SESSIONS || l->active >= CL_COALESCE_SESSIONS)) {
-			struct timespec ts = {0, (long)l->coalesce_ns};
+			struct timespec ts = {l->coalesce_ns / 1000000000, l->coalesce_ns % 1000000000};
 			nanosleep(&ts, NULL);
 			atomic_fetch_add_explicit(&l->pauses, 1, memory_order_relaxed);
 		}
@@ -560,7 +560,7 @@ cl_loop *cl_loop_new(uint32_t max, int64_t coalesce_ns, int *err) {
 		return NULL;
 	}
 	l->max = max;
-	l->coalesce_ns = coalesce_ns < 1000000000 ? coalesce_ns : 999999999;
+	l->coalesce_ns = coalesce_ns;
 	l->epfd = epoll_create1(EPOLL_CLOEXEC);
 	l->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (l->epfd < 0 || l->wake < 0) {

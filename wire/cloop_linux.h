@@ -47,7 +47,7 @@ typedef struct {
 
 // cl_loop_new starts a loop thread. max is the largest client message
 // body the loop passes; coalesce_ns is the pause before a wait when many
-// sessions are busy (0: none; see run); err receives errno on failure.
+// sessions are busy (<= 0: none; see run); err receives errno on failure.
 cl_loop *cl_loop_new(uint32_t max, int64_t coalesce_ns, int *err);
 // cl_loop_stop hands every session back (CL_STOPPED) and joins the thread.
 void cl_loop_stop(cl_loop *l);

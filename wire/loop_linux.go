@@ -92,7 +92,7 @@ func newEventLoop(max int, coalesce time.Duration) (*eventLoop, error) {
 		m = uint64(max)
 	}
 	var errno C.int
-	p := C.cl_loop_new(C.uint32_t(m), C.int64_t(max64(coalesce, 0)), &errno)
+	p := C.cl_loop_new(C.uint32_t(m), C.int64_t(coalesce), &errno)
 	if p == nil {
 		return nil, os.NewSyscallError("relay loop", syscall.Errno(errno))
 	}
@@ -452,11 +452,4 @@ func (s *Session) replayLog(b []byte) {
 			s.track.upstream(typ)
 		}
 	}
-}
-
-func max64(d, floor time.Duration) time.Duration {
-	if d < floor {
-		return floor
-	}
-	return d
 }

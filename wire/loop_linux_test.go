@@ -129,7 +129,7 @@ func TestRelayCoalescesOnlyWhenManySessionsAreBusy(t *testing.T) {
 	}
 
 	const sessions = 48 // over GOMAXPROCS threads, at least 16 each
-	var g errgroup.Group
+	g, gctx := errgroup.WithContext(ctx)
 	busy, stop := make(chan struct{}, sessions), make(chan struct{})
 	for range sessions {
 		g.Go(func() error {
@@ -156,7 +156,7 @@ func TestRelayCoalescesOnlyWhenManySessionsAreBusy(t *testing.T) {
 	for range sessions {
 		select {
 		case <-busy:
-		case <-ctx.Done():
+		case <-gctx.Done(): // a session failed, or the test timed out
 			close(stop)
 			t.Fatalf("sessions did not start: %v", g.Wait())
 		}
