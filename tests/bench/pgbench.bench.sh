@@ -6,17 +6,19 @@
 # re-executes itself under the harness. Environment:
 #   DURATION=20        seconds per pgbench run
 #   CLIENTS="1 8 32"   client counts
-#   SCRIPTS="S N"      pgbench built-ins: S select-only (-S), N simple-update (-N)
+#   BUILTINS="S N"     pgbench built-ins: S select-only (-S), N simple-update (-N)
 #   PGBENCH_MODE=simple  -M for every run (simple|extended|prepared)
 #   SCALE=10           pgbench -i scale
-#   ROUNDS=5           each DURATION is split into ROUNDS runs, interleaved
+#   ROUNDS=10          each DURATION is split into ROUNDS runs, interleaved
 #                      direct/PgBouncer/kvproxy, so load changes on a shared
 #                      machine hit all three alike. The order rotates from
 #                      round to round: a fixed order would favour whichever
 #                      target runs first while -N's tables grow. TPS and
-#                      latency are averaged; kv/pgb_med is the median of the
+#                      latency are averaged; /pgb_med is the median of the
 #                      per-round ratios (PgBouncer and kvproxy run next to
-#                      each other in every round), with their range.
+#                      each other in every round), with a confidence
+#                      interval for it and the number of rounds a target
+#                      was ahead of PgBouncer.
 #   PROXY_CMD          command that runs kvproxy in passthrough; {listen} and
 #                      {upstream} are replaced, e.g.
 #                      'bin/kvproxy serve --listen {listen} --upstream {upstream} --phase passthrough'
@@ -27,6 +29,11 @@
 #   PROXY_GOMAXPROCS=1 GOMAXPROCS for the proxy (PgBouncer is single-threaded too,
 #                      and the 2 cores here are shared with PostgreSQL and pgbench)
 #   PROFILE=file       CPU profile of passproxy, written at the end
+#   PGBOUNCER_INI      extra lines for pgbouncer.ini's [pgbouncer] section, e.g.
+#                      'server_lifetime = 0': a server connection serves one
+#                      client and is closed, as kvproxy's upstream connections
+#                      are (PgBouncer's session mode otherwise hands a
+#                      client's backend to the next client)
 #   PROXY_BINS="before=PATH after=PATH"
 #                      instead of one kvproxy, these builds (each in
 #                      passthrough on the mem KV driver), all in the same
@@ -41,10 +48,10 @@ fi
 
 DURATION=${DURATION:-20}
 CLIENTS=${CLIENTS:-1 8 32}
-SCRIPTS=${SCRIPTS:-S N}
+BUILTINS=${BUILTINS:-S N}
 PGBENCH_MODE=${PGBENCH_MODE:-simple}
 SCALE=${SCALE:-10}
-ROUNDS=${ROUNDS:-5}
+ROUNDS=${ROUNDS:-10}
 STEP=$(( DURATION / ROUNDS ))
 (( STEP >= 1 )) || STEP=1
 BIN=$KVPROXY_TEST_PG_BINDIR
@@ -85,6 +92,7 @@ cleanup() {
 		kill "$p" 2>/dev/null && wait "$p" 2>/dev/null
 	done
 	[[ -n "$PGB_PID" ]] && kill "$PGB_PID" 2>/dev/null
+	[[ -n "${PGB_REAL:-}" ]] && kill "$PGB_REAL" 2>/dev/null
 	sleep 0.2
 	[[ -n "${KEEP_WORK:-}" ]] || rm -rf "$WORK"
 }
@@ -108,6 +116,11 @@ DIRECT="postgres://postgres@127.0.0.1:$PG_PORT/$DB?sslmode=disable"
 log "pgbench -i -s $SCALE"
 "$BIN/pgbench" -i -q -s "$SCALE" "$DIRECT" >/dev/null 2>&1
 
+# Each proxy runs in a session of its own (setsid), as PostgreSQL does
+# (pg_ctl). With the kernel's autogroup scheduling, a session is a group
+# that gets its share of the CPU as a whole, much as a service's cgroup does
+# in production; left in this script's session, a proxy would share one
+# group's share with pgbench and compete with it for the CPU.
 AS_PG=()
 if [[ $(id -u) -eq 0 ]]; then
 	AS_PG=(runuser -u postgres --)
@@ -128,9 +141,10 @@ pool_mode = session
 max_client_conn = 500
 default_pool_size = 200
 logfile = $WORK/pgbouncer.log
+${PGBOUNCER_INI:-}
 INI
 	[[ $(id -u) -eq 0 ]] && chown -R postgres "$WORK"
-	"${AS_PG[@]}" "$PGBOUNCER" "$WORK/pgbouncer.ini" >/dev/null 2>&1 &
+	setsid "${AS_PG[@]}" "$PGBOUNCER" "$WORK/pgbouncer.ini" >/dev/null 2>&1 &
 	PGB_PID=$!
 	wait_port "$PGB_PORT" && break
 	kill "$PGB_PID" 2>/dev/null || true
@@ -145,7 +159,7 @@ start_proxy() { # NAME CMD ({listen} and {upstream} replaced)
 	cmd=${2//\{listen\}/127.0.0.1:$port}
 	cmd=${cmd//\{upstream\}/$DIRECT}
 	log "proxy $1: $cmd"
-	bash -c "exec $cmd" >"$WORK/proxy-$1.log" 2>&1 &
+	setsid bash -c "exec $cmd" >"$WORK/proxy-$1.log" 2>&1 &
 	NAMES+=("$1") PORTS+=("$port") PIDS+=($!)
 	wait_port "$port" || { cat "$WORK/proxy-$1.log" >&2; exit 1; }
 }
@@ -199,10 +213,22 @@ median() {
 	printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
 }
 
+# median_ci VALUES...: "lo hi", a distribution-free confidence interval of
+# at least 95% for the median: the order statistics k and n+1-k, with k the
+# largest for which P(Binomial(n, 1/2) < k) <= 2.5%. With fewer than six
+# values there is none that narrow, and this is the whole range.
+median_ci() {
+	printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {
+		n = NR; k = 1; p = 0.5 ^ n; cum = p
+		for (i = 1; i < n; i++) { p = p * (n - i + 1) / i; if (cum + p > 0.025) break; cum += p; k = i + 1 }
+		print v[k], v[n + 1 - k]
+	}'
+}
+
 PGB_URL="postgres://postgres@127.0.0.1:$PGB_PORT/$DB?sslmode=disable"
 TARGETS=(direct pgbouncer "${NAMES[@]}")
 declare -a ROWS
-for s in $SCRIPTS; do
+for s in $BUILTINS; do
 	for c in $CLIENTS; do
 		log "-$s, $c clients, ${ROUNDS}x${STEP}s each"
 		declare -A res=()
@@ -216,9 +242,15 @@ for s in $SCRIPTS; do
 				*) res[$k.$r]=$(run "postgres://postgres@127.0.0.1:${PORTS[k - 2]}/$DB?sslmode=disable" "$s" "$c" "${PIDS[k - 2]}") ;;
 				esac
 			done
+			line="round $((r + 1))/$ROUNDS TPS:"
+			for k in $(seq 0 $((nt - 1))); do
+				read -r t _ <<<"${res[$k.$r]}"
+				line+=" ${TARGETS[k]} ${t%.*}"
+			done
+			log "$line"
 		done
-		# Per target: mean TPS, latency and CPU, then the median and range
-		# of its per-round ratio to PgBouncer's TPS.
+		# Per target: mean TPS, latency and CPU, then the median of its
+		# per-round ratio to PgBouncer's TPS, with a confidence interval.
 		for k in $(seq 0 $((nt - 1))); do
 			vals=() ratios=()
 			for r in $(seq 0 $((ROUNDS - 1))); do
@@ -227,8 +259,7 @@ for s in $SCRIPTS; do
 				read -r t _ <<<"${res[$k.$r]}"
 				ratios+=("$(awk -v t="$t" -v b="$bt" 'BEGIN{print (b > 0) ? t / b : 0}')")
 			done
-			read -r -a sr <<<"$(printf '%s\n' "${ratios[@]}" | sort -g | tr '\n' ' ')"
-			ROWS+=("$s $c ${TARGETS[k]} $(printf '%s\n' "${vals[@]}" | awk '{t += $1; l += $2; u += $3} END {print t / NR, l / NR, u / NR}') $(median "${ratios[@]}") ${sr[0]} ${sr[-1]}")
+			ROWS+=("$s $c ${TARGETS[k]} $(printf '%s\n' "${vals[@]}" | awk '{t += $1; l += $2; u += $3} END {print t / NR, l / NR, u / NR}') $(median "${ratios[@]}") $(median_ci "${ratios[@]}") $(printf '%s\n' "${ratios[@]}" | awk '$1 > 1 {w++} END {print w + 0}')")
 		done
 		unset res
 	done
@@ -236,15 +267,17 @@ done
 
 echo
 echo "pgbench -M $PGBENCH_MODE, ${ROUNDS}x${STEP}s per target per cell, targets in a rotating order, scale $SCALE, loopback TCP, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-6s %7s  %-10s | %10s %9s | %8s %12s | %11s | %10s\n' script clients target tps lat_ms /pgb_med range +us_direct cpu_us/tx
+printf '%-6s %7s  %-10s | %10s %9s | %8s %12s %6s | %11s | %10s\n' script clients target tps lat_ms /pgb_med ci95 ahead +us_direct cpu_us/tx
 direct_lat=0
 for row in "${ROWS[@]}"; do
-	read -r s c tg tps lat cpu med lo hi <<<"$row"
+	read -r s c tg tps lat cpu med lo hi wins <<<"$row"
 	[[ $tg == direct ]] && direct_lat=$lat
-	awk -v s="-$s" -v c="$c" -v tg="$tg" -v tps="$tps" -v lat="$lat" -v cpu="$cpu" -v med="$med" -v lo="$lo" -v hi="$hi" -v dl="$direct_lat" 'BEGIN {
-		printf "%-6s %7d  %-10s | %10.0f %9.3f | %8.2f %5.2f-%-6.2f | %11.1f | %10s\n", s, c, tg, tps, lat, med, lo, hi, (lat - dl) * 1000, (tg == "direct") ? "-" : sprintf("%.1f", cpu)
+	awk -v s="-$s" -v c="$c" -v tg="$tg" -v tps="$tps" -v lat="$lat" -v cpu="$cpu" -v med="$med" -v lo="$lo" -v hi="$hi" -v w="$wins" -v n="$ROUNDS" -v dl="$direct_lat" 'BEGIN {
+		printf "%-6s %7d  %-10s | %10.0f %9.3f | %8.2f %5.2f-%-6.2f %6s | %11.1f | %10s\n", s, c, tg, tps, lat, med, lo, hi, (tg == "pgbouncer") ? "-" : w "/" n, (lat - dl) * 1000, (tg == "direct") ? "-" : sprintf("%.1f", cpu)
 	}'
 done
-echo "/pgb_med, range: median and range of the per-round ratios of a target's TPS to PgBouncer's"
+echo "/pgb_med: median of the per-round ratios of a target's TPS to PgBouncer's"
+echo "ci95: a confidence interval of at least 95% for that median (distribution-free; the whole range below 6 rounds)"
+echo "ahead: rounds in which the target's TPS was above PgBouncer's"
 echo "+us_direct: average latency over direct PostgreSQL's"
 echo "cpu_us/tx: CPU time (user+system) of the proxy per transaction"
