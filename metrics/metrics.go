@@ -42,6 +42,10 @@ type Metrics struct {
 	// ClientConnections and UpstreamConnections are open connections.
 	ClientConnections   prometheus.Gauge
 	UpstreamConnections prometheus.Gauge
+	// UpstreamIdle are pooled upstream connections (included in
+	// UpstreamConnections); UpstreamReused counts sessions that got one.
+	UpstreamIdle   prometheus.Gauge
+	UpstreamReused prometheus.Counter
 }
 
 // New creates the metrics and registers them on reg.
@@ -97,10 +101,17 @@ func New(reg prometheus.Registerer) *Metrics {
 		UpstreamConnections: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "kvproxy_upstream_connections", Help: "Open connections to the upstream PostgreSQL.",
 		}),
+		UpstreamIdle: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kvproxy_upstream_connections_idle", Help: "Upstream connections kept for later clients (relay.upstream_pool); included in kvproxy_upstream_connections.",
+		}),
+		UpstreamReused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kvproxy_upstream_connections_reused_total", Help: "Client sessions that started on a kept upstream connection instead of a new one.",
+		}),
 	}
 	reg.MustRegister(m.Statements, m.StatementSeconds, m.UnsupportedStatements, m.ShadowReads, m.ShadowMismatches,
 		m.DirtyKeys, m.DirtyKeysRepaired, m.BackfillRowsCopied, m.BackfillRowsTotal, m.BackfillRowsPerSecond,
-		m.VerifyResults, m.Phase, m.Epoch, m.BarrierSeconds, m.ClientConnections, m.UpstreamConnections)
+		m.VerifyResults, m.Phase, m.Epoch, m.BarrierSeconds, m.ClientConnections, m.UpstreamConnections,
+		m.UpstreamIdle, m.UpstreamReused)
 	return m
 }
 

@@ -56,7 +56,7 @@ func TestAllNamesArePrefixed(t *testing.T) {
 			t.Errorf("metric %s lacks the kvproxy_ prefix", name)
 		}
 	}
-	if n != 16 {
-		t.Errorf("gathered %d kvproxy metrics, want 16", n)
+	if n != 18 {
+		t.Errorf("gathered %d kvproxy metrics, want 18", n)
 	}
 }

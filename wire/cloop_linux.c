@@ -42,6 +42,7 @@ struct cl_sess {
 	uint8_t terminating; // Terminate went upstream
 	uint8_t ext;         // extended messages since the last Sync (tracked only)
 	uint8_t track;
+	uint8_t keep; // hand the session back at a Terminate while idle (upstream pooling)
 	uint64_t seen; // reroute generation the session was last checked at
 	uint64_t win;  // the last activity window it had events in (coalescing)
 	_Atomic int reason;
@@ -249,6 +250,12 @@ static void pump(cl_loop *l, cl_sess *s, struct cl_dir *d, int dst, int from_cli
 		int whole = (uint64_t)avail >= 5 + (uint64_t)body;
 		int fits = 5 + (uint64_t)body <= s->cap;
 		if (from_client) {
+			if (typ == 'X' && s->keep && s->outstanding == 0 && s->up_tx == 'I') {
+				// The goroutine relay keeps the upstream connection for
+				// another client instead of passing the Terminate on.
+				eject = CL_FRAME;
+				break;
+			}
 			if (s->track && typ != 'X') {
 				if (idle(s) && s->seen != atomic_load_explicit(&l->gen, memory_order_acquire)) {
 					eject = CL_REROUTE;
@@ -718,6 +725,8 @@ void cl_sess_state(cl_sess *s, int32_t outstanding, uint8_t up_tx, uint8_t ext, 
 }
 
 void cl_sess_set_seen(cl_sess *s, uint64_t seen) { s->seen = seen; }
+
+void cl_sess_keep(cl_sess *s, int keep) { s->keep = (uint8_t)(keep != 0); }
 
 int cl_sess_reason(cl_sess *s) { return atomic_load_explicit(&s->reason, memory_order_acquire); }
 

@@ -74,6 +74,9 @@ int cl_sess_ufd(cl_sess *s);
 int cl_sess_fill(cl_sess *s, int dir, const void *p, uint32_t n);
 void cl_sess_state(cl_sess *s, int32_t outstanding, uint8_t up_tx, uint8_t ext, uint8_t terminating, uint64_t seen);
 void cl_sess_set_seen(cl_sess *s, uint64_t seen);
+// cl_sess_keep makes the loop hand the session back (CL_FRAME) before a
+// Terminate that arrives while it is idle, instead of relaying it.
+void cl_sess_keep(cl_sess *s, int keep);
 // cl_sess_reason is CL_RUNNING while the loop owns the session.
 int cl_sess_reason(cl_sess *s);
 void cl_sess_result(cl_sess *s, cl_result *r);

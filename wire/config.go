@@ -80,6 +80,16 @@ type Config struct {
 	// off. Sessions busy alone or in small groups never pause.
 	RelayCoalesce time.Duration
 
+	// UpstreamPoolSize, if > 0, keeps up to this many upstream connections
+	// of sessions that ended cleanly (Terminate while idle) for the next
+	// sessions with the same startup parameters, after Sync and DISCARD
+	// ALL: PgBouncer's session pooling. 0 closes a session's upstream
+	// connection with the session.
+	UpstreamPoolSize int
+	// UpstreamIdleTimeout closes a pooled upstream connection unused for
+	// this long (default 60s).
+	UpstreamIdleTimeout time.Duration
+
 	// Observer, if set, is told about connections opening and closing.
 	Observer Observer
 }
@@ -120,6 +130,12 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if out.StartupTimeout <= 0 {
 		out.StartupTimeout = DefaultStartupTimeout
+	}
+	if out.UpstreamPoolSize < 0 {
+		return out, fmt.Errorf("%w: upstream pool size %d is negative", ErrConfig, out.UpstreamPoolSize)
+	}
+	if out.UpstreamIdleTimeout <= 0 {
+		out.UpstreamIdleTimeout = DefaultUpstreamIdleTimeout
 	}
 	users := map[string]string{}
 	if out.UsersFile != "" {
@@ -221,6 +237,9 @@ func nextToken(s string) (tok, rest string, err error) {
 	}
 	return "", "", errors.New("unterminated quote")
 }
+
+// DefaultUpstreamIdleTimeout is UpstreamIdleTimeout's default.
+const DefaultUpstreamIdleTimeout = 60 * time.Second
 
 // DefaultRelayCoalesce is RelayCoalesce's default.
 const DefaultRelayCoalesce = 30 * time.Microsecond

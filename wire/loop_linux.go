@@ -408,6 +408,9 @@ func (l *eventLoop) adopt(s *Session, gen uint64) (*loopSess, error) {
 		term = 1
 	}
 	C.cl_sess_state(p, C.int32_t(s.outstanding.Load()), C.uint8_t(s.upTx.Load()), C.uint8_t(ext), C.uint8_t(term), C.uint64_t(gen))
+	if s.srv.pool != nil {
+		C.cl_sess_keep(p, 1)
+	}
 	return ls, nil
 }
 

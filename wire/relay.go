@@ -51,6 +51,15 @@ func (s *Session) runRelay() error {
 	if errors.Is(err, errLeaveRelay) {
 		return s.stopRelayUpstream(upErr)
 	}
+	if errors.Is(err, errKeepUpstream) {
+		// The upstream reader returns at a message boundary; the
+		// connection goes to the pool (finish) if it did so cleanly.
+		s.keepUp = errors.Is(s.stopRelayUpstream(upErr), errLeaveRelay)
+		if !s.keepUp {
+			s.up.conn.Close()
+		}
+		return errTerminated
+	}
 	// From here on an upstream read error is expected, not news for the client.
 	s.terminating.Store(true)
 	if errors.Is(err, errTerminated) || errors.Is(err, errShutdown) {
@@ -175,6 +184,12 @@ func (s *Session) relayClient() error {
 			if s.track != nil {
 				s.relayNote(typ, body)
 			}
+		}
+		if typ == 'X' && s.srv.pool != nil && s.outstanding.Load() == 0 && byte(s.upTx.Load()) == 'I' {
+			if _, err := r.Discard(n); err != nil {
+				return err
+			}
+			return errKeepUpstream
 		}
 		switch typ {
 		case 'Q', 'S', 'F':

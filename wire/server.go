@@ -40,6 +40,9 @@ type Stats struct {
 	// UpstreamConnsLost counts upstream connections of sessions that
 	// survived losing them (UpstreamOptional).
 	UpstreamConnsLost int64
+	// UpstreamConnsIdle counts pooled upstream connections (included in
+	// UpstreamConns); UpstreamConnsReused counts sessions that got one.
+	UpstreamConnsIdle, UpstreamConnsReused int64
 }
 
 // UpstreamLossObserver is an optional Observer method, told when a session
@@ -77,6 +80,11 @@ type Server struct {
 	lost       atomic.Int64
 
 	clientConns, upstreamConns, clientTotal, upstreamTotal, rejected atomic.Int64
+
+	// pool keeps idle upstream connections for later sessions; nil when
+	// UpstreamPoolSize is 0.
+	pool   *upPool
+	reused atomic.Int64
 }
 
 // NewServer checks cfg and returns a server. router may be nil: every
@@ -100,6 +108,9 @@ func NewServer(cfg Config, router Router, logger *slog.Logger) (*Server, error) 
 		// calls (see internal/rawnet).
 		pc.DialFunc = rawnet.WrapDial(pc.DialFunc)
 		s.upCfg = pc
+		if c.UpstreamPoolSize > 0 {
+			s.pool = newUpPool(c.UpstreamPoolSize, c.UpstreamIdleTimeout, s.upstreamClosed, s.upstreamIdle)
+		}
 	} else if router == nil {
 		return nil, fmt.Errorf("%w: without an upstream a Router must answer every statement", ErrConfig)
 	}
@@ -130,7 +141,8 @@ func (s *Server) rerouteChanged() {
 func (s *Server) Stats() Stats {
 	return Stats{ClientConns: s.clientConns.Load(), UpstreamConns: s.upstreamConns.Load(),
 		ClientConnsTotal: s.clientTotal.Load(), UpstreamConnsTotal: s.upstreamTotal.Load(),
-		ClientConnsRejected: s.rejected.Load(), UpstreamConnsLost: s.lost.Load()}
+		ClientConnsRejected: s.rejected.Load(), UpstreamConnsLost: s.lost.Load(),
+		UpstreamConnsIdle: int64(s.pool.idleCount()), UpstreamConnsReused: s.reused.Load()}
 }
 
 // ListenAndServe listens on cfg.Listen and serves until Shutdown or ctx ends.
@@ -161,6 +173,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		go func() {
 			s.wg.Wait()
 			s.stopLoop()
+			s.closePool()
 		}()
 	})
 	defer stop()
@@ -247,11 +260,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	select {
 	case <-done:
 		s.stopLoop()
+		s.closePool()
 		return nil
 	case <-ctx.Done():
 		s.closeAll()
 		<-done
 		s.stopLoop()
+		s.closePool()
 		return ctx.Err()
 	}
 }
@@ -277,6 +292,12 @@ func (s *Server) eventLoop(pid uint32) *eventLoop {
 		return nil
 	}
 	return s.loops[int(pid)%len(s.loops)]
+}
+
+func (s *Server) closePool() {
+	if s.pool != nil {
+		s.pool.close()
+	}
 }
 
 func (s *Server) stopLoop() {
@@ -361,6 +382,28 @@ func (s *Server) upstreamClosed() {
 	s.upstreamConns.Add(-1)
 	if o := s.obs(); o != nil {
 		o.UpstreamConnClosed()
+	}
+}
+
+// UpstreamPoolObserver is an optional Observer method set, told as
+// upstream connections enter and leave the pool (Config.UpstreamPoolSize)
+// and when a session starts on a pooled one. The connections stay open
+// meanwhile: no UpstreamConnClosed and UpstreamConnOpened for them.
+type UpstreamPoolObserver interface {
+	UpstreamConnIdle(delta int)
+	UpstreamConnReused()
+}
+
+func (s *Server) upstreamIdle(delta int) {
+	if o, ok := s.obs().(UpstreamPoolObserver); ok {
+		o.UpstreamConnIdle(delta)
+	}
+}
+
+func (s *Server) upstreamReused() {
+	s.reused.Add(1)
+	if o, ok := s.obs().(UpstreamPoolObserver); ok {
+		o.UpstreamConnReused()
 	}
 }
 

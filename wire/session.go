@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"runtime/debug"
@@ -38,6 +39,9 @@ var (
 	errShutdown   = errors.New("wire: session closed by shutdown")
 	errIdleInTx   = errors.New("wire: idle-in-transaction timeout")
 	errTerminated = errors.New("wire: client terminated")
+	// errKeepUpstream: the client terminated while its upstream connection
+	// was idle, which may then serve another client.
+	errKeepUpstream = errors.New("wire: client terminated, upstream kept")
 )
 
 // Session is one client connection. Its methods are safe to call from the
@@ -85,17 +89,21 @@ type Session struct {
 	outstanding atomic.Int32 // passthrough: Query/Sync sent minus ReadyForQuery received
 	localTx     byte         // routed: status owned by local handlers, 0 = none
 	terminating atomic.Bool
-	loopSess    *loopSess // set while the event loop's thread relays the session (under mu)
-	needC       int       // relay resumes mid-frame: client bytes to pass first
-	needU       int       // same for upstream bytes
-	pendingUp   []byte    // parsed by the event loop, not yet written upstream
-	pendingCl   []byte    // same towards the client
-	rt          *routed
-	out         []byte
-	rr          Rerouter    // the Router's, asserted once per session
-	track       *relayTrack // relay with a Rerouter: prepared statements
-	relayExt    bool        // relay: extended messages sent since the last Sync
-	leaving     atomic.Bool // relay: the upstream reader stops at the next message boundary
+	// keepUp: the client said Terminate while the upstream was idle and
+	// the upstream reader stopped at a message boundary, so the upstream
+	// connection may serve another client (Config.UpstreamPoolSize).
+	keepUp    bool
+	loopSess  *loopSess // set while the event loop's thread relays the session (under mu)
+	needC     int       // relay resumes mid-frame: client bytes to pass first
+	needU     int       // same for upstream bytes
+	pendingUp []byte    // parsed by the event loop, not yet written upstream
+	pendingCl []byte    // same towards the client
+	rt        *routed
+	out       []byte
+	rr        Rerouter    // the Router's, asserted once per session
+	track     *relayTrack // relay with a Rerouter: prepared statements
+	relayExt  bool        // relay: extended messages sent since the last Sync
+	leaving   atomic.Bool // relay: the upstream reader stops at the next message boundary
 }
 
 // ID is the process ID the proxy gave the client in BackendKeyData.
@@ -200,6 +208,10 @@ type upstreamConn struct {
 	cfg    *pgconn.Config
 	params map[string]string
 	closed atomic.Bool
+
+	key     string            // poolKey of the startup parameters it was opened with
+	initial map[string]string // what it reported at its start, for reuse
+	cancels int               // cancel requests in flight (under the session's mu)
 }
 
 func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
@@ -609,6 +621,14 @@ func (s *Session) sendFatal(err error) {
 }
 
 func (s *Server) connectUpstream(ctx context.Context, params map[string]string) (*upstreamConn, error) {
+	key := poolKey(params)
+	if s.pool != nil {
+		if up := s.pool.get(key); up != nil {
+			s.upstreamReused()
+			up.params = maps.Clone(up.initial)
+			return up, nil
+		}
+	}
 	cfg := s.upCfg.Copy()
 	if cfg.RuntimeParams == nil {
 		cfg.RuntimeParams = map[string]string{}
@@ -639,7 +659,8 @@ func (s *Server) connectUpstream(ctx context.Context, params map[string]string) 
 	s.upstreamOpened()
 	s.noteParams(hj.ParameterStatuses)
 	return &upstreamConn{conn: hj.Conn, addr: hj.Conn.RemoteAddr(), r: bufio.NewReaderSize(hj.Conn, ioBufSize), w: bufio.NewWriterSize(hj.Conn, ioBufSize),
-		pid: hj.PID, secret: hj.SecretKey, cfg: hj.Config, params: hj.ParameterStatuses}, nil
+		pid: hj.PID, secret: hj.SecretKey, cfg: hj.Config, params: hj.ParameterStatuses,
+		key: key, initial: maps.Clone(hj.ParameterStatuses)}, nil
 }
 
 // cancelUpstream sends a CancelRequest for the upstream backend, the way
@@ -678,6 +699,9 @@ func (s *Session) cancelRunning(ctx context.Context) {
 	// The session goroutine replaces s.up (under s.mu) when it reconnects:
 	// a cancel goes to the backend the session uses now.
 	up := s.up
+	if up != nil {
+		up.cancels++
+	}
 	s.mu.Unlock()
 	if rc != nil {
 		rc()
@@ -686,6 +710,35 @@ func (s *Session) cancelRunning(ctx context.Context) {
 		if err := up.cancelUpstream(ctx); err != nil {
 			s.srv.log.Warn("cancel upstream failed", "err", err)
 		}
+		s.mu.Lock()
+		up.cancels--
+		s.mu.Unlock()
+	}
+}
+
+// upResetTimeout bounds the reset of an upstream connection for reuse.
+const upResetTimeout = 2 * time.Second
+
+// parkUpstream hands the session's upstream connection, idle after the
+// client's Terminate, to the pool, or closes it if it cannot be reused.
+// A cancel request still in flight could reach the backend while it runs
+// the next client's statement, so a connection with one is closed.
+func (s *Session) parkUpstream() {
+	s.mu.Lock()
+	up := s.up
+	ok := up != nil && up.cancels == 0 && !s.closed
+	s.mu.Unlock()
+	if !ok || up.closed.Load() || s.srv.isClosing() {
+		s.closeUpstream()
+		return
+	}
+	if err := up.reset(upResetTimeout); err != nil {
+		s.srv.log.Debug("upstream connection not reused", "pid", s.pid, "err", err)
+		s.closeUpstream()
+		return
+	}
+	if !s.srv.pool.put(up.key, up) {
+		s.closeUpstream()
 	}
 }
 
@@ -821,7 +874,11 @@ func (s *Session) finish(err error) {
 			s.srv.log.Debug("session ended", "pid", s.pid, "err", err)
 		}
 	}
-	s.closeUpstream()
+	if s.keepUp && errors.Is(err, errTerminated) && s.srv.pool != nil {
+		s.parkUpstream()
+	} else {
+		s.closeUpstream()
+	}
 	s.conn.Close()
 	s.cancel()
 	s.runOnClose()

@@ -207,11 +207,13 @@ func instanceName() string {
 // connObserver feeds the wire layer's connection events into metrics.
 type connObserver struct{ m *metrics.Metrics }
 
-func (o connObserver) ClientConnOpened()         { o.m.ClientConnections.Inc() }
-func (o connObserver) ClientConnClosed()         { o.m.ClientConnections.Dec() }
-func (o connObserver) ClientConnRejected(string) {}
-func (o connObserver) UpstreamConnOpened()       { o.m.UpstreamConnections.Inc() }
-func (o connObserver) UpstreamConnClosed()       { o.m.UpstreamConnections.Dec() }
+func (o connObserver) ClientConnOpened()          { o.m.ClientConnections.Inc() }
+func (o connObserver) ClientConnClosed()          { o.m.ClientConnections.Dec() }
+func (o connObserver) ClientConnRejected(string)  {}
+func (o connObserver) UpstreamConnOpened()        { o.m.UpstreamConnections.Inc() }
+func (o connObserver) UpstreamConnClosed()        { o.m.UpstreamConnections.Dec() }
+func (o connObserver) UpstreamConnIdle(delta int) { o.m.UpstreamIdle.Add(float64(delta)) }
+func (o connObserver) UpstreamConnReused()        { o.m.UpstreamReused.Inc() }
 
 func newServeCmd() *cobra.Command {
 	return &cobra.Command{
@@ -335,6 +337,8 @@ no upstream (phase kv-only).`,
 				StartupTimeout:           cfg.Limits.StartupTimeout,
 				IdleInTransactionTimeout: cfg.Limits.IdleInTransactionTimeout,
 				RelayCoalesce:            relayCoalesce(cfg.Relay.Coalesce),
+				UpstreamPoolSize:         cfg.Relay.UpstreamPool,
+				UpstreamIdleTimeout:      cfg.Relay.UpstreamIdleTimeout,
 				Observer:                 connObserver{m},
 			}, router, log)
 			if err != nil {

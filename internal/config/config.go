@@ -71,6 +71,9 @@ type LimitsConfig struct {
 // RelayConfig tunes the passthrough relay.
 type RelayConfig struct {
 	Coalesce time.Duration `yaml:"coalesce" desc:"pause of a relay thread before it waits for more events while 16 or more of its sessions are busy, so that it handles them in batches; 0 disables"`
+	// UpstreamPool is PgBouncer's session pooling for passthrough sessions.
+	UpstreamPool        int           `yaml:"upstream_pool" desc:"upstream connections kept, reset with DISCARD ALL, for later clients after their client ended while idle (PgBouncer's session pooling); 0 closes each with its session"`
+	UpstreamIdleTimeout time.Duration `yaml:"upstream_idle_timeout" desc:"how long a kept upstream connection may wait for a client before it is closed"`
 }
 
 // KVConfig selects the KV store.
@@ -107,7 +110,7 @@ func Default() Config {
 		KV:     KVConfig{Driver: "local", DSN: "./data/kvproxy.db"},
 		Auth:   AuthConfig{Method: "trust"},
 		Limits: LimitsConfig{MaxMessageSize: 64 << 20, MaxConnections: 1000, StartupTimeout: 10 * time.Second, ShutdownTimeout: 30 * time.Second},
-		Relay:  RelayConfig{Coalesce: 30 * time.Microsecond},
+		Relay:  RelayConfig{Coalesce: 30 * time.Microsecond, UpstreamPool: 20, UpstreamIdleTimeout: time.Minute},
 		Shadow: ShadowConfig{ReadFraction: 0.05, ReadTimeout: 50 * time.Millisecond, MirrorTimeout: 2 * time.Second},
 		Admin:  AdminConfig{Listen: "127.0.0.1:9187"},
 		Log:    LogConfig{Level: "info", Format: "text"},
@@ -318,6 +321,12 @@ func (c Config) Validate() error {
 		if d <= 0 {
 			return bad(key, "%v; use a positive duration such as 10s", d)
 		}
+	}
+	if c.Relay.UpstreamPool < 0 {
+		return bad("relay.upstream_pool", "%d; use 0 (off) or a positive number of connections, e.g. 20", c.Relay.UpstreamPool)
+	}
+	if c.Relay.UpstreamIdleTimeout <= 0 {
+		return bad("relay.upstream_idle_timeout", "%v; use a positive duration, e.g. 60s", c.Relay.UpstreamIdleTimeout)
 	}
 	if c.Relay.Coalesce < 0 || c.Relay.Coalesce >= time.Second {
 		return bad("relay.coalesce", "%v; use 0 (off) or a positive duration below a second, e.g. 30us", c.Relay.Coalesce)

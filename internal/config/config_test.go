@@ -31,7 +31,7 @@ func TestDefaultIsEmbeddedStore(t *testing.T) {
 		KV:     KVConfig{Driver: "local", DSN: "./data/kvproxy.db"},
 		Auth:   AuthConfig{Method: "trust"},
 		Limits: LimitsConfig{MaxMessageSize: 64 << 20, MaxConnections: 1000, StartupTimeout: 10 * time.Second, ShutdownTimeout: 30 * time.Second},
-		Relay:  RelayConfig{Coalesce: 30 * time.Microsecond},
+		Relay:  RelayConfig{Coalesce: 30 * time.Microsecond, UpstreamPool: 20, UpstreamIdleTimeout: time.Minute},
 		Shadow: ShadowConfig{ReadFraction: 0.05, ReadTimeout: 50 * time.Millisecond, MirrorTimeout: 2 * time.Second},
 		Admin:  AdminConfig{Listen: "127.0.0.1:9187"},
 		Log:    LogConfig{Level: "info", Format: "text"},
@@ -119,6 +119,8 @@ func TestInvalidNamesTheKey(t *testing.T) {
 		{"shadow fraction", "", []string{"KVPROXY_SHADOW_READ_FRACTION=1.5"}, nil, "shadow.read_fraction: 1.5"},
 		{"negative coalescing", "", nil, []string{"--relay-coalesce", "-1us"}, "relay.coalesce: -1µs; use 0 (off)"},
 		{"coalescing of a second", "relay:\n  coalesce: 2s\n", nil, nil, "relay.coalesce: 2s"},
+		{"negative upstream pool", "", []string{"KVPROXY_RELAY_UPSTREAM_POOL=-1"}, nil, "relay.upstream_pool: -1; use 0 (off)"},
+		{"zero upstream idle timeout", "", nil, []string{"--relay-upstream-idle-timeout", "0s"}, "relay.upstream_idle_timeout: 0s"},
 		{"tiny messages", "limits:\n  max_message_size: 10\n", nil, nil, "limits.max_message_size: 10 bytes"},
 	}
 	for _, tc := range cases {
