@@ -5,6 +5,15 @@
 // session, opened with pgconn so upstream auth, TLS and sslmode come from
 // the DSN). It knows nothing about lakeFS, SQL translation or KV.
 //
+// # Session pooling (Config.UpstreamPoolSize)
+//
+// When a relayed client sends Terminate while its upstream connection is
+// idle, the connection is reset (Sync, DISCARD ALL) and kept for the next
+// session with the same startup parameters instead of being closed
+// (pool.go). Anything unusual closes it instead: an error or a non-idle
+// status in the reset, a cancel request in flight, a backend that spoke
+// while kept, shutdown.
+//
 // # Modes
 //
 // With no Router (or a Router whose Passthrough method returns true for the

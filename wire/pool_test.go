@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/kvproxy/kvproxy/internal/testenv"
 )
@@ -162,7 +163,8 @@ func TestUpstreamPool(t *testing.T) {
 			}
 			a2.Close(ctx)
 
-			// The pool is bounded: a third idle connection is closed.
+			// The pool is bounded: it holds b's and a2's connections, so
+			// these are closed.
 			cs := make([]*pgx.Conn, 3)
 			for i := range cs {
 				if cs[i], err = pgx.Connect(ctx, p.dsn("", "application_name=c")); err != nil {
@@ -176,6 +178,40 @@ func TestUpstreamPool(t *testing.T) {
 			if st.UpstreamConnsIdle != 2 {
 				t.Errorf("%d idle upstream connections, want the pool's size, 2", st.UpstreamConnsIdle)
 			}
+
+			// A client that leaves an extended-protocol exchange failed
+			// and unsynced: the reset's Sync ends it, and the next client
+			// gets a working backend.
+			reused := p.srv.Stats().UpstreamConnsReused
+			e, err := pgx.Connect(ctx, p.dsn("", "application_name=b"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pidE := backendPID(t, ctx, e)
+			fe := e.PgConn().Frontend()
+			fe.Send(&pgproto3.Parse{Name: "broken", Query: "SELEC 1"})
+			fe.Send(&pgproto3.Flush{})
+			if err := fe.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			if msg, err := fe.Receive(); err != nil {
+				t.Fatal(err)
+			} else if er, ok := msg.(*pgproto3.ErrorResponse); !ok || er.Code != "42601" {
+				t.Fatalf("Parse of bad SQL answered %#v", msg)
+			}
+			e.Close(ctx)
+			waitStats(t, p.srv, "pooled after an unsynced error", func(s Stats) bool { return s.ClientConns == 0 && s.UpstreamConnsIdle == 2 })
+			e2, err := pgx.Connect(ctx, p.dsn("", "application_name=b"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if pid := backendPID(t, ctx, e2); pid != pidE {
+				t.Errorf("got backend %d, want the pooled %d", pid, pidE)
+			}
+			if got := p.srv.Stats().UpstreamConnsReused; got != reused+2 {
+				t.Errorf("%d sessions reused a connection, want %d", got-reused, 2)
+			}
+			e2.Close(ctx)
 		})
 	}
 }

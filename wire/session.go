@@ -722,35 +722,46 @@ const upResetTimeout = 2 * time.Second
 // parkUpstream hands the session's upstream connection, idle after the
 // client's Terminate, to the pool, or closes it if it cannot be reused.
 // A cancel request still in flight could reach the backend while it runs
-// the next client's statement, so a connection with one is closed.
+// the next client's statement, so a connection with one is closed; the
+// session lets go of the connection first (under mu, as cancelRunning
+// takes it), so that no later cancel of this session finds it.
 func (s *Session) parkUpstream() {
 	s.mu.Lock()
 	up := s.up
 	ok := up != nil && up.cancels == 0 && !s.closed
+	if ok {
+		s.up = nil
+	}
 	s.mu.Unlock()
-	if !ok || up.closed.Load() || s.srv.isClosing() {
+	if !ok {
 		s.closeUpstream()
+		return
+	}
+	if up.closed.Load() || s.srv.isClosing() {
+		s.srv.closeUp(up)
 		return
 	}
 	if err := up.reset(upResetTimeout); err != nil {
 		s.srv.log.Debug("upstream connection not reused", "pid", s.pid, "err", err)
-		s.closeUpstream()
+		s.srv.closeUp(up)
 		return
 	}
 	if !s.srv.pool.put(up.key, up) {
-		s.closeUpstream()
+		s.srv.closeUp(up)
 	}
 }
 
 func (s *Session) closeUpstream() {
-	up := s.up
-	if up == nil || !up.closed.CompareAndSwap(false, true) {
-		return
+	if s.up != nil {
+		s.srv.closeUp(s.up)
 	}
-	_ = up.conn.SetWriteDeadline(time.Now().Add(time.Second))
-	_, _ = up.conn.Write([]byte{'X', 0, 0, 0, 4})
-	up.conn.Close()
-	s.srv.upstreamClosed()
+}
+
+// closeUp ends an upstream connection (Terminate, then close), once.
+func (s *Server) closeUp(up *upstreamConn) {
+	if up.terminate() {
+		s.upstreamClosed()
+	}
 }
 
 // idleLocked reports whether the session is between transactions with no

@@ -29,11 +29,16 @@
 #   PROXY_GOMAXPROCS=1 GOMAXPROCS for the proxy (PgBouncer is single-threaded too,
 #                      and the 2 cores here are shared with PostgreSQL and pgbench)
 #   PROFILE=file       CPU profile of passproxy, written at the end
+#   POOL=200           server connections each proxy may keep for later clients:
+#                      PgBouncer's default_pool_size, kvproxy's
+#                      relay.upstream_pool (PROXY_BINS builds get their own
+#                      defaults; a wrapper script can add the flag)
 #   PGBOUNCER_INI      extra lines for pgbouncer.ini's [pgbouncer] section, e.g.
 #                      'server_lifetime = 0': a server connection serves one
-#                      client and is closed, as kvproxy's upstream connections
-#                      are (PgBouncer's session mode otherwise hands a
-#                      client's backend to the next client)
+#                      client and is closed, as kvproxy's do with
+#                      relay.upstream_pool 0
+#                      (both otherwise hand a client's backend to the next
+#                      client)
 #   PROXY_BINS="before=PATH after=PATH"
 #                      instead of one kvproxy, these builds (each in
 #                      passthrough on the mem KV driver), all in the same
@@ -52,6 +57,7 @@ BUILTINS=${BUILTINS:-S N}
 PGBENCH_MODE=${PGBENCH_MODE:-simple}
 SCALE=${SCALE:-10}
 ROUNDS=${ROUNDS:-10}
+POOL=${POOL:-200}
 STEP=$(( DURATION / ROUNDS ))
 (( STEP >= 1 )) || STEP=1
 BIN=$KVPROXY_TEST_PG_BINDIR
@@ -139,7 +145,7 @@ auth_type = trust
 auth_file = $WORK/users.txt
 pool_mode = session
 max_client_conn = 500
-default_pool_size = 200
+default_pool_size = $POOL
 logfile = $WORK/pgbouncer.log
 ${PGBOUNCER_INI:-}
 INI
@@ -172,7 +178,7 @@ if [[ -n "${PROXY_BINS:-}" ]]; then
 elif [[ -n "${PROXY_CMD:-}" ]]; then
 	start_proxy kv "$PROXY_CMD"
 elif [[ "${PROXY:-}" != passproxy && -x bin/kvproxy ]]; then
-	start_proxy kv "env GOMAXPROCS=${PROXY_GOMAXPROCS:-1} $ROOT/bin/kvproxy $KV_ARGS"
+	start_proxy kv "env GOMAXPROCS=${PROXY_GOMAXPROCS:-1} $ROOT/bin/kvproxy $KV_ARGS --relay-upstream-pool $POOL"
 else
 	go build -o "$WORK/passproxy" ./wire/internal/passproxy
 	prof=""
