@@ -26,8 +26,8 @@ import (
 type upPool struct {
 	size    int
 	idle    time.Duration
-	onClose func()          // for every connection the pool closes
-	onIdle  func(delta int) // as connections enter (+1) and leave (-1) it
+	closeUp func(*upstreamConn) // closes a connection the pool lets go of (Server.closeUp)
+	onIdle  func(delta int)     // as connections enter (+1) and leave (-1) it
 
 	mu     sync.Mutex
 	conns  map[string][]pooledUp // by startup parameters; the newest last
@@ -41,8 +41,8 @@ type pooledUp struct {
 	since time.Time
 }
 
-func newUpPool(size int, idle time.Duration, onClose func(), onIdle func(int)) *upPool {
-	return &upPool{size: size, idle: idle, onClose: onClose, onIdle: onIdle, conns: map[string][]pooledUp{}}
+func newUpPool(size int, idle time.Duration, closeUp func(*upstreamConn), onIdle func(int)) *upPool {
+	return &upPool{size: size, idle: idle, closeUp: closeUp, onIdle: onIdle, conns: map[string][]pooledUp{}}
 }
 
 // poolKey is the identity of an upstream connection: the parameters its
@@ -90,7 +90,7 @@ func (p *upPool) get(key string) *upstreamConn {
 		if now.Sub(c.since) < p.idle && idleAlive(c.up) {
 			return c.up
 		}
-		p.terminate(c.up)
+		p.closeUp(c.up)
 	}
 }
 
@@ -183,7 +183,7 @@ func (p *upPool) sweep() {
 	p.mu.Unlock()
 	for _, up := range old {
 		p.onIdle(-1)
-		p.terminate(up)
+		p.closeUp(up)
 	}
 }
 
@@ -202,14 +202,8 @@ func (p *upPool) close() {
 	for _, l := range conns {
 		for _, c := range l {
 			p.onIdle(-1)
-			p.terminate(c.up)
+			p.closeUp(c.up)
 		}
-	}
-}
-
-func (p *upPool) terminate(up *upstreamConn) {
-	if up.terminate() {
-		p.onClose()
 	}
 }
 

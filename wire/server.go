@@ -109,7 +109,7 @@ func NewServer(cfg Config, router Router, logger *slog.Logger) (*Server, error) 
 		pc.DialFunc = rawnet.WrapDial(pc.DialFunc)
 		s.upCfg = pc
 		if c.UpstreamPoolSize > 0 {
-			s.pool = newUpPool(c.UpstreamPoolSize, c.UpstreamIdleTimeout, s.upstreamClosed, s.upstreamIdle)
+			s.pool = newUpPool(c.UpstreamPoolSize, c.UpstreamIdleTimeout, s.closeUp, s.upstreamIdle)
 		}
 	} else if router == nil {
 		return nil, fmt.Errorf("%w: without an upstream a Router must answer every statement", ErrConfig)

@@ -621,8 +621,9 @@ func (s *Session) sendFatal(err error) {
 }
 
 func (s *Server) connectUpstream(ctx context.Context, params map[string]string) (*upstreamConn, error) {
-	key := poolKey(params)
+	var key string // only a pool needs it
 	if s.pool != nil {
+		key = poolKey(params)
 		if up := s.pool.get(key); up != nil {
 			s.upstreamReused()
 			up.params = maps.Clone(up.initial)
