@@ -251,9 +251,9 @@ static void pump(cl_loop *l, cl_sess *s, struct cl_dir *d, int dst, int from_cli
 		int fits = 5 + (uint64_t)body <= s->cap;
 		if (from_client) {
 			if (typ == 'X' && s->keep && s->outstanding == 0 && s->up_tx == 'I') {
-				// The goroutine relay keeps the upstream connection for
-				// another client instead of passing the Terminate on.
-				eject = CL_FRAME;
+				// The upstream connection is kept for another client
+				// instead of being passed the Terminate.
+				eject = CL_TERMINATE;
 				break;
 			}
 			if (s->track && typ != 'X') {
@@ -610,7 +610,11 @@ fail:
 
 static void wake(cl_loop *l) { signal_fd(l->wake); }
 
-int cl_send(cl_loop *l, cl_sess *s, int op) {
+// Lazy commands (cl_send_lazy) wait for the thread's next wake-up, up to
+// this many queued.
+#define CL_LAZY_MAX 32
+
+static int enqueue(cl_loop *l, cl_sess *s, int op, int lazy) {
 	pthread_mutex_lock(&l->mu);
 	if (l->exited) {
 		pthread_mutex_unlock(&l->mu);
@@ -627,10 +631,17 @@ int cl_send(cl_loop *l, cl_sess *s, int op) {
 		l->qcap = nc;
 	}
 	l->q[l->qlen++] = (struct cl_cmd){.s = s, .op = op};
+	int now = !lazy || l->qlen >= CL_LAZY_MAX;
 	pthread_mutex_unlock(&l->mu);
-	wake(l);
+	if (now) {
+		wake(l);
+	}
 	return 0;
 }
+
+int cl_send(cl_loop *l, cl_sess *s, int op) { return enqueue(l, s, op, 0); }
+
+int cl_send_lazy(cl_loop *l, cl_sess *s, int op) { return enqueue(l, s, op, 1); }
 
 void cl_loop_stop(cl_loop *l) {
 	pthread_mutex_lock(&l->mu);
@@ -658,7 +669,7 @@ uint64_t cl_loop_gen(cl_loop *l) { return atomic_load_explicit(&l->gen, memory_o
 
 uint64_t cl_loop_pauses(cl_loop *l) { return atomic_load_explicit(&l->pauses, memory_order_relaxed); }
 
-cl_sess *cl_sess_new(int cfd, int ufd, uint32_t bufsize, uint32_t logcap, int track, int *err) {
+cl_sess *cl_sess_new(int cfd, int ufd, int notify, uint32_t bufsize, uint32_t logcap, int track, int *err) {
 	cl_sess *s = calloc(1, sizeof *s);
 	if (!s) {
 		*err = ENOMEM;
@@ -670,15 +681,12 @@ cl_sess *cl_sess_new(int cfd, int ufd, uint32_t bufsize, uint32_t logcap, int tr
 	s->track = (uint8_t)(track != 0);
 	s->log_cap = logcap;
 	s->up_tx = 'I';
-	s->notify = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	s->notify = notify;
 	s->c2u.buf = malloc(bufsize);
 	s->u2c.buf = malloc(bufsize);
 	s->log = s->track ? malloc(logcap) : NULL;
-	if (s->notify < 0 || !s->c2u.buf || !s->u2c.buf || (s->track && !s->log)) {
-		*err = s->notify < 0 ? errno : ENOMEM;
-		if (s->notify >= 0) {
-			close(s->notify);
-		}
+	if (!s->c2u.buf || !s->u2c.buf || (s->track && !s->log)) {
+		*err = ENOMEM;
 		free(s->c2u.buf);
 		free(s->u2c.buf);
 		free(s->log);
@@ -690,9 +698,12 @@ cl_sess *cl_sess_new(int cfd, int ufd, uint32_t bufsize, uint32_t logcap, int tr
 }
 
 void cl_sess_free(cl_sess *s) {
-	close(s->cfd);
-	close(s->ufd);
-	close(s->notify);
+	if (s->cfd >= 0) {
+		close(s->cfd);
+	}
+	if (s->ufd >= 0) {
+		close(s->ufd);
+	}
 	pthread_mutex_destroy(&s->lmu);
 	free(s->c2u.buf);
 	free(s->u2c.buf);
@@ -700,11 +711,11 @@ void cl_sess_free(cl_sess *s) {
 	free(s);
 }
 
-int cl_sess_notify_fd(cl_sess *s) { return s->notify; }
-
 int cl_sess_cfd(cl_sess *s) { return s->cfd; }
 
 int cl_sess_ufd(cl_sess *s) { return s->ufd; }
+
+void cl_sess_disown(cl_sess *s) { s->cfd = s->ufd = -1; }
 
 int cl_sess_fill(cl_sess *s, int dir, const void *p, uint32_t n) {
 	struct cl_dir *d = dir ? &s->u2c : &s->c2u;

@@ -15,6 +15,10 @@ enum {
 	CL_REROUTE = 4, // an idle point after the reroute generation moved
 	CL_LOG = 5,     // the event log is full; drain it and re-add
 	CL_STOPPED = 6, // the loop ended
+	// The client sent Terminate while the session was idle and keeps its
+	// upstream connection (cl_sess_keep); the Terminate is the first of the
+	// bytes read from the client and not passed on.
+	CL_TERMINATE = 7,
 };
 
 // Commands for cl_send.
@@ -59,16 +63,18 @@ uint64_t cl_loop_gen(cl_loop *l);
 // cl_loop_pauses counts the coalescing pauses so far.
 uint64_t cl_loop_pauses(cl_loop *l);
 
-// cl_sess_new takes ownership of cfd and ufd (non-blocking sockets) and
-// creates the eventfd the loop signals; NULL on failure (errno in *err).
-cl_sess *cl_sess_new(int cfd, int ufd, uint32_t bufsize, uint32_t logcap, int track, int *err);
-// cl_sess_free closes the sockets and the eventfd. The C session owns
-// them: the loop may signal the eventfd until it has seen CL_OP_FREE, so
-// Go works on copies of the descriptors.
+// cl_sess_new takes ownership of cfd and ufd (non-blocking sockets); the
+// loop signals notify, an eventfd that stays the caller's, whenever it
+// hands the session back or wants its log drained. NULL on failure (errno
+// in *err).
+cl_sess *cl_sess_new(int cfd, int ufd, int notify, uint32_t bufsize, uint32_t logcap, int track, int *err);
+// cl_sess_free closes the sockets (unless disowned).
 void cl_sess_free(cl_sess *s);
-int cl_sess_notify_fd(cl_sess *s);
 int cl_sess_cfd(cl_sess *s);
 int cl_sess_ufd(cl_sess *s);
+// cl_sess_disown gives the session's descriptors to the caller: free no
+// longer closes them.
+void cl_sess_disown(cl_sess *s);
 // cl_sess_fill appends bytes already read to a direction's buffer (dir 0:
 // client to upstream, 1: upstream to client); -1 if they do not fit.
 int cl_sess_fill(cl_sess *s, int dir, const void *p, uint32_t n);
@@ -86,5 +92,9 @@ uint32_t cl_sess_take_log(cl_sess *s, uint8_t *dst, uint32_t cap);
 // cl_send queues a command; -1 when the loop has exited (the caller then
 // frees the session itself), -2 when out of memory.
 int cl_send(cl_loop *l, cl_sess *s, int op);
+// cl_send_lazy queues a command that can wait (CL_OP_FREE) without waking
+// the thread, which runs it at its next wake-up; a few such commands are
+// kept waiting at most (a freed session's buffers are not small).
+int cl_send_lazy(cl_loop *l, cl_sess *s, int op);
 
 #endif

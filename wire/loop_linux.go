@@ -10,6 +10,7 @@ import "C"
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"math"
@@ -49,19 +50,42 @@ import (
 // it says no.
 type eventLoop struct {
 	p *C.cl_loop
+	// logs holds buffers of loopLogSize that a tracked session's
+	// goroutine drains the thread's event log into. A buffer is needed
+	// only while a log is replayed, and a session of one transaction would
+	// otherwise allocate (and the GC clear and scan) 64 KiB for one drain.
+	logs sync.Pool
 
 	mu      sync.Mutex
 	stopped bool
 	users   int // sessions that may still send commands
+	// spare holds the eventfds of sessions handed back for good, for new
+	// sessions: making one costs the proxy several system calls (and a
+	// netpoller registration) for each client, most of the thread's
+	// cost for a client of one transaction. The thread signals a
+	// session's eventfd only for a hand-back its goroutine then waits
+	// for, so one handed back for good is never signalled again.
+	spare []notifier
 }
+
+// notifier is an eventfd that the thread signals and a session's goroutine
+// waits on.
+type notifier struct {
+	f  *os.File // in the netpoller
+	fd int
+}
+
+// maxSpareNotifiers bounds a loop's spare eventfds (file descriptors kept
+// open after a burst of clients).
+const maxSpareNotifiers = 256
 
 // loopSess is a session while the thread owns its sockets.
 type loopSess struct {
 	l      *eventLoop
 	p      *C.cl_sess
-	notify *os.File      // a copy of the eventfd the thread signals
+	notify notifier
 	left   chan struct{} // closed when the session is back on its goroutine
-	log    []byte        // for the thread's event log (tracked sessions)
+	track  bool          // the thread keeps an event log
 }
 
 // loopResult is what the goroutine needs to resume the relay.
@@ -72,6 +96,9 @@ type loopResult struct {
 	// reroute: the Rerouter asked for re-routing at an idle point; the
 	// client's next message is the first of fromClient.
 	reroute bool
+	// terminate: the client sent Terminate (the first message of
+	// fromClient) at an idle point, and the upstream connection may be kept.
+	terminate bool
 }
 
 var (
@@ -96,7 +123,12 @@ func newEventLoop(max int, coalesce time.Duration) (*eventLoop, error) {
 	if p == nil {
 		return nil, os.NewSyscallError("relay loop", syscall.Errno(errno))
 	}
-	return &eventLoop{p: p}, nil
+	l := &eventLoop{p: p}
+	l.logs.New = func() any {
+		b := make([]byte, loopLogSize)
+		return &b
+	}
+	return l, nil
 }
 
 // acquire counts a session that may send commands; false once stopped.
@@ -129,7 +161,12 @@ func (l *eventLoop) stop() {
 		return
 	}
 	l.stopped = true
+	spare := l.spare
+	l.spare = nil
 	l.mu.Unlock()
+	for _, n := range spare {
+		n.f.Close()
+	}
 	C.cl_loop_stop(l.p)
 	l.mu.Lock()
 	free := l.users == 0
@@ -148,16 +185,18 @@ func (l *eventLoop) bump() { C.cl_loop_bump(l.p) }
 
 // dupFD returns a copy of a TCP connection's descriptor.
 func dupFD(c net.Conn) (int, bool) {
-	var tc *net.TCPConn
+	var sc syscall.Conn
 	switch c := c.(type) {
 	case *net.TCPConn:
-		tc = c
+		sc = c
 	case *rawnet.Conn:
-		tc = c.TCPConn
+		sc = c.TCPConn
+	case *rawnet.FDConn: // a session the thread handed back earlier
+		sc = c
 	default:
 		return 0, false
 	}
-	rc, err := tc.SyscallConn()
+	rc, err := sc.SyscallConn()
 	if err != nil {
 		return 0, false
 	}
@@ -213,13 +252,15 @@ func (l *eventLoop) relay(s *Session) (loopResult, bool) {
 	if s.shuttingDown || s.closed || C.cl_send(l.p, ls.p, C.CL_OP_ADD) != 0 {
 		s.mu.Unlock()
 		C.cl_sess_free(ls.p) // never ran: s's connections and buffers are intact
-		ls.notify.Close()
+		l.putNotifier(ls.notify)
 		return loopResult{}, false
 	}
 	// The bytes the goroutine readers had buffered are the thread's now,
 	// and the Go connections leave the netpoller (the thread has copies).
 	_, _ = s.cr.Discard(s.cr.Buffered())
 	_, _ = s.up.r.Discard(s.up.r.Buffered())
+	caddr := [2]net.Addr{s.conn.LocalAddr(), s.conn.RemoteAddr()}
+	uaddr := [2]net.Addr{s.up.conn.LocalAddr(), s.up.conn.RemoteAddr()}
 	s.conn.Close()
 	s.up.conn.Close()
 	s.loopSess = ls
@@ -234,8 +275,21 @@ func (l *eventLoop) relay(s *Session) (loopResult, bool) {
 	}
 	s.relayExt = r.ext != 0
 
-	cconn, err1 := fdConn(int(C.cl_sess_cfd(ls.p)))
-	uconn, err2 := fdConn(int(C.cl_sess_ufd(ls.p)))
+	res.terminate = res.terminate && res.quiet()
+
+	// The thread is done with the sockets: the Go connections take them,
+	// but for the socket of a client that has said goodbye.
+	cfd, ufd := int(C.cl_sess_cfd(ls.p)), int(C.cl_sess_ufd(ls.p))
+	C.cl_sess_disown(ls.p)
+	var cconn net.Conn
+	var err1 error
+	if res.terminate {
+		syscall.Close(cfd)
+		cconn = s.conn // closed when the thread took the session
+	} else {
+		cconn, err1 = fdConn(cfd, caddr)
+	}
+	uconn, err2 := fdConn(ufd, uaddr)
 	s.mu.Lock()
 	if err1 == nil && err2 == nil {
 		s.conn, s.up.conn = cconn, uconn
@@ -257,6 +311,13 @@ func (l *eventLoop) relay(s *Session) (loopResult, bool) {
 	s.mu.Unlock()
 	ls.free(l)
 	return res, true
+}
+
+// quiet reports whether the thread left nothing in flight but the client's
+// Terminate.
+func (r loopResult) quiet() bool {
+	return len(r.toUp) == 0 && len(r.toClient) == 0 && len(r.fromUp) == 0 &&
+		r.needClient == 0 && r.needUp == 0 && bytes.Equal(r.fromClient, []byte{'X', 0, 0, 0, 4})
 }
 
 // snapshot copies what the thread left in flight into res.
@@ -284,14 +345,15 @@ func snapshot(p *C.cl_sess, res *loopResult) C.cl_result {
 func (l *eventLoop) wait(s *Session, ls *loopSess) loopResult {
 	var res loopResult
 	for {
-		reason, log := ls.next(l)
-		s.replayLog(log)
+		reason := ls.next(l, s.replayLog)
 		again := false
 		switch reason {
 		case C.CL_RUNNING:
 			continue // it asked for the log to be drained
 		case C.CL_LOG:
 			again = true
+		case C.CL_TERMINATE:
+			res.terminate = true
 		case C.CL_REROUTE:
 			g := uint64(C.cl_loop_gen(l.p))
 			yes, err := s.relayReroute()
@@ -313,12 +375,13 @@ func (l *eventLoop) wait(s *Session, ls *loopSess) loopResult {
 	}
 }
 
-// next waits for the thread's next signal. It returns why the thread
-// handed the session back (CL_RUNNING when it only asked for its log to be
-// drained) and the event log taken meanwhile.
-func (ls *loopSess) next(l *eventLoop) (C.int, []byte) {
+// next waits for the thread's next signal, applies the event log taken
+// meanwhile with replay (which must not keep the slice), and returns why the
+// thread handed the session back (CL_RUNNING when it only asked for its log
+// to be drained).
+func (ls *loopSess) next(l *eventLoop, replay func([]byte)) C.int {
 	var ev [8]byte
-	if _, err := ls.notify.Read(ev[:]); err != nil {
+	if _, err := ls.notify.f.Read(ev[:]); err != nil {
 		// Cannot happen to an eventfd; take the session back.
 		C.cl_send(l.p, ls.p, C.CL_OP_EJECT)
 		for C.cl_sess_reason(ls.p) == C.CL_RUNNING {
@@ -326,47 +389,79 @@ func (ls *loopSess) next(l *eventLoop) (C.int, []byte) {
 		}
 	}
 	reason := C.cl_sess_reason(ls.p)
-	if ls.log == nil {
-		return reason, nil
+	if !ls.track {
+		return reason
 	}
-	n := C.cl_sess_take_log(ls.p, (*C.uint8_t)(unsafe.Pointer(&ls.log[0])), C.uint32_t(len(ls.log)))
-	return reason, ls.log[:n]
+	bp := l.logs.Get().(*[]byte)
+	b := *bp
+	n := C.cl_sess_take_log(ls.p, (*C.uint8_t)(unsafe.Pointer(&b[0])), C.uint32_t(len(b)))
+	replay(b[:n])
+	l.logs.Put(bp)
+	return reason
 }
 
 // newLoopSess makes a C session of two descriptors, which it takes.
 func newLoopSess(l *eventLoop, cfd, ufd int, track bool) (*loopSess, error) {
+	n, err := l.notifier()
+	if err != nil {
+		syscall.Close(cfd)
+		syscall.Close(ufd)
+		return nil, err
+	}
 	t := 0
 	if track {
 		t = 1
 	}
 	var errno C.int
-	p := C.cl_sess_new(C.int(cfd), C.int(ufd), loopBufSize, loopLogSize, C.int(t), &errno)
+	p := C.cl_sess_new(C.int(cfd), C.int(ufd), C.int(n.fd), loopBufSize, loopLogSize, C.int(t), &errno)
 	if p == nil {
 		syscall.Close(cfd)
 		syscall.Close(ufd)
+		l.putNotifier(n)
 		return nil, os.NewSyscallError("relay session", syscall.Errno(errno))
 	}
-	nfd, err := dupCloexec(int(C.cl_sess_notify_fd(p)))
-	if err == nil {
-		err = syscall.SetNonblock(nfd, true)
+	return &loopSess{l: l, p: p, left: make(chan struct{}), notify: n, track: track}, nil
+}
+
+// notifier returns a spare eventfd or a new one.
+func (l *eventLoop) notifier() (notifier, error) {
+	l.mu.Lock()
+	if k := len(l.spare); k > 0 {
+		n := l.spare[k-1]
+		l.spare = l.spare[:k-1]
+		l.mu.Unlock()
+		return n, nil
 	}
-	if err != nil {
-		C.cl_sess_free(p)
-		return nil, os.NewSyscallError("relay session", err)
+	l.mu.Unlock()
+	// EFD_CLOEXEC and EFD_NONBLOCK are O_CLOEXEC and O_NONBLOCK.
+	r, _, errno := syscall.RawSyscall(syscall.SYS_EVENTFD2, 0, syscall.O_CLOEXEC|syscall.O_NONBLOCK, 0)
+	if errno != 0 {
+		return notifier{}, os.NewSyscallError("eventfd", errno)
 	}
-	ls := &loopSess{l: l, p: p, left: make(chan struct{}), notify: os.NewFile(uintptr(nfd), "relay-notify")}
-	if track {
-		ls.log = make([]byte, loopLogSize)
+	return notifier{f: os.NewFile(r, "relay-notify"), fd: int(r)}, nil
+}
+
+// putNotifier keeps a session's eventfd for another session, once the
+// thread will not signal it for this one.
+func (l *eventLoop) putNotifier(n notifier) {
+	l.mu.Lock()
+	if !l.stopped && len(l.spare) < maxSpareNotifiers {
+		l.spare = append(l.spare, n)
+		l.mu.Unlock()
+		return
 	}
-	return ls, nil
+	l.mu.Unlock()
+	n.f.Close()
 }
 
 // free releases the C session once the thread has handed it back: on the
 // thread, which may still hold its pointer in the batch of events it is
 // working through, or here once the thread is gone.
 func (ls *loopSess) free(l *eventLoop) {
-	ls.notify.Close()
-	if C.cl_send(l.p, ls.p, C.CL_OP_FREE) != 0 {
+	l.putNotifier(ls.notify)
+	// Freeing can wait for the thread's next wake-up: waking it for this
+	// alone cost a context switch a client.
+	if C.cl_send_lazy(l.p, ls.p, C.CL_OP_FREE) != 0 {
 		C.cl_sess_free(ls.p)
 	}
 }
@@ -414,20 +509,14 @@ func (l *eventLoop) adopt(s *Session, gen uint64) (*loopSess, error) {
 	return ls, nil
 }
 
-// fdConn makes a Go connection of a copy of fd, which stays the C
-// session's.
-func fdConn(fd int) (net.Conn, error) {
-	d, err := dupCloexec(fd)
-	if err != nil {
-		return nil, os.NewSyscallError("dup", err)
-	}
-	f := os.NewFile(uintptr(d), "relay")
-	c, err := net.FileConn(f) // another copy, in the netpoller
-	f.Close()
+// fdConn makes a Go connection of fd, which it takes, with the local and
+// remote addresses the socket had as a Go connection before.
+func fdConn(fd int, addr [2]net.Addr) (net.Conn, error) {
+	c, err := rawnet.FromFD(fd, addr[0], addr[1])
 	if err != nil {
 		return nil, err
 	}
-	return rawnet.Wrap(c), nil
+	return c, nil
 }
 
 // ejectLocked asks the thread to hand the session back (the session's mu

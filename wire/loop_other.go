@@ -21,7 +21,7 @@ type loopResult struct {
 	toUp, toClient     []byte
 	fromClient, fromUp []byte
 	needClient, needUp int
-	reroute            bool
+	reroute, terminate bool
 }
 
 func newEventLoop(int, time.Duration) (*eventLoop, error) { return nil, errNoEventLoop }

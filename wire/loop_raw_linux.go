@@ -33,13 +33,12 @@ func (l *eventLoop) relayRaw(cfd, ufd int, track bool) (rawRelay, error) {
 	C.cl_sess_state(ls.p, 0, 'I', 0, 0, C.cl_loop_gen(l.p))
 	if C.cl_send(l.p, ls.p, C.CL_OP_ADD) != 0 {
 		C.cl_sess_free(ls.p)
-		ls.notify.Close()
+		l.putNotifier(ls.notify)
 		return rawRelay{}, errNoEventLoop
 	}
 	var out rawRelay
 	for {
-		reason, log := ls.next(l)
-		out.log = append(out.log, log...)
+		reason := ls.next(l, func(log []byte) { out.log = append(out.log, log...) })
 		if reason == C.CL_RUNNING || reason == C.CL_LOG && C.cl_send(l.p, ls.p, C.CL_OP_ADD) == 0 {
 			continue
 		}

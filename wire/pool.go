@@ -237,22 +237,27 @@ var discardMsg = func() []byte {
 }()
 
 // reset readies an idle upstream connection for another client: it runs
-// Sync and DISCARD ALL and reads up to the second ReadyForQuery. Any error,
-// a transaction status other than idle, or bytes after it mean the
-// connection is not reused. DISCARD ALL takes every setting back to its
-// session default, so what the connection reported at its start
-// (u.initial) holds again.
-func (u *upstreamConn) reset(timeout time.Duration) error {
+// DISCARD ALL, after a Sync when the client may have left an
+// extended-protocol exchange open (sync), and reads up to the last
+// ReadyForQuery. Any error, a transaction status other than idle, or bytes
+// after it mean the connection is not reused. DISCARD ALL takes every
+// setting back to its session default, so what the connection reported at
+// its start (u.initial) holds again.
+func (u *upstreamConn) reset(timeout time.Duration, sync bool) error {
 	_ = u.conn.SetDeadline(time.Now().Add(timeout))
 	defer u.conn.SetDeadline(time.Time{})
 	if u.w.Buffered() > 0 {
 		return errors.New("unsent bytes")
 	}
-	if _, err := u.conn.Write(discardMsg); err != nil {
+	msg, want := discardMsg, 2
+	if !sync {
+		msg, want = discardMsg[5:], 1
+	}
+	if _, err := u.conn.Write(msg); err != nil {
 		return err
 	}
 	ready, discarded := 0, false
-	for ready < 2 {
+	for ready < want {
 		typ, n, err := readHeader(u.r, 1<<20)
 		if err != nil {
 			return err

@@ -42,12 +42,20 @@ func TestUpstreamPool(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	up := testenv.PostgresDB(t)
+	// With a Rerouter the relay follows the extended protocol (relayExt),
+	// and the reset sends Sync only when a client left an exchange open.
 	for _, m := range []struct {
 		name   string
 		noLoop bool
-	}{{"event loop", false}, {"goroutines", true}} {
+		router Router
+	}{
+		{"event loop", false, nil},
+		{"goroutines", true, nil},
+		{"event loop, tracked", false, benchPassRouter{}},
+		{"goroutines, tracked", true, benchPassRouter{}},
+	} {
 		t.Run(m.name, func(t *testing.T) {
-			p := startProxy(t, Config{UpstreamDSN: up, NoEventLoop: m.noLoop, UpstreamPoolSize: 2}, nil)
+			p := startProxy(t, Config{UpstreamDSN: up, NoEventLoop: m.noLoop, UpstreamPoolSize: 2}, m.router)
 			direct, err := pgx.Connect(ctx, up)
 			if err != nil {
 				t.Fatal(err)

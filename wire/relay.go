@@ -24,6 +24,13 @@ func (s *Session) runRelayLoop() error {
 		return s.runRelay()
 	}
 	res, ok := l.relay(s)
+	if ok && res.terminate {
+		// The client said goodbye at an idle point with nothing in
+		// flight: the upstream connection goes to the pool (finish), with
+		// no goroutine relay to start and stop for one message.
+		s.keepUp = true
+		return errTerminated
+	}
 	if ok {
 		if len(res.fromClient) > 0 {
 			s.cr.Reset(io.MultiReader(bytes.NewReader(res.fromClient), s.conn))

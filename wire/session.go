@@ -59,6 +59,7 @@ type Session struct {
 	cr       *bufio.Reader
 	cw       *bufio.Writer
 	tls      bool
+	panicked bool // runSession recovered a panic; cr and cw are not reused
 	user     string
 	database string
 	params   map[string]string
@@ -221,7 +222,19 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 	// Raw reads and writes (internal/rawnet) for the whole session: the
 	// buffered I/O, TLS on top of it, and the relay loop's descriptor.
 	conn = rawnet.Wrap(conn)
-	sess := &Session{srv: s, conn: conn, remote: conn.RemoteAddr(), cr: bufio.NewReaderSize(conn, ioBufSize), cw: bufio.NewWriterSize(conn, ioBufSize)}
+	cio := s.clientIO.Get().(*clientIO)
+	cio.r.Reset(conn)
+	cio.w.Reset(conn)
+	sess := &Session{srv: s, conn: conn, remote: conn.RemoteAddr(), cr: cio.r, cw: cio.w}
+	defer func() {
+		// After a panic, a relay goroutine of the session may still be
+		// writing to cio.w; the buffers are left to the collector.
+		if !sess.panicked {
+			cio.r.Reset(nil)
+			cio.w.Reset(nil)
+			s.clientIO.Put(cio)
+		}
+	}()
 	sess.ctx, sess.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	defer sess.cancel()
 	_ = conn.SetDeadline(time.Now().Add(s.cfg.StartupTimeout))
@@ -260,6 +273,7 @@ func (s *Server) runSession(sess *Session) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			s.log.Error("session panicked; closing it", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			sess.panicked = true
 			sess.sendFatal(fatalf(CodeInternalError, "internal error in kvproxy: %v", p))
 			err = fmt.Errorf("wire: session panicked: %v", p)
 		}
@@ -742,7 +756,10 @@ func (s *Session) parkUpstream() {
 		s.srv.closeUp(up)
 		return
 	}
-	if err := up.reset(upResetTimeout); err != nil {
+	// Without the event log's bookkeeping (no Rerouter), the session
+	// does not know whether the client left an extended exchange open.
+	sync := s.track == nil || s.relayExt
+	if err := up.reset(upResetTimeout, sync); err != nil {
 		s.srv.log.Debug("upstream connection not reused", "pid", s.pid, "err", err)
 		s.srv.closeUp(up)
 		return

@@ -56,6 +56,13 @@ func TestWrapIsRawOnLinux(t *testing.T) {
 
 func TestRoundTripLargerThanSocketBuffers(t *testing.T) {
 	c, s := pair(t)
+	testRoundTrip(t, c, s)
+}
+
+// testRoundTrip writes more than the kernel buffers hold through c and reads
+// it back from s, then the other way until s closes.
+func testRoundTrip(t *testing.T, c, s net.Conn) {
+	t.Helper()
 	// 8 MiB does not fit in the kernel's buffers, so Write must wait for
 	// the reader (EAGAIN, then the netpoller) and resume where it was.
 	want := make([]byte, 8<<20)
@@ -65,14 +72,14 @@ func TestRoundTripLargerThanSocketBuffers(t *testing.T) {
 	got := make(chan []byte, 1)
 	go func() {
 		time.Sleep(50 * time.Millisecond)
-		b, _ := io.ReadAll(s)
-		got <- b
+		b := make([]byte, len(want))
+		n, _ := io.ReadFull(s, b)
+		got <- b[:n]
 	}()
 	n, err := c.Write(want)
 	if err != nil || n != len(want) {
 		t.Fatalf("Write = %d, %v; want %d, nil", n, err, len(want))
 	}
-	c.(interface{ CloseWrite() error }).CloseWrite()
 	if b := <-got; !bytes.Equal(b, want) {
 		t.Fatalf("server read %d bytes, not what was written", len(b))
 	}
@@ -92,6 +99,13 @@ func TestRoundTripLargerThanSocketBuffers(t *testing.T) {
 
 func TestDeadlineAndClose(t *testing.T) {
 	c, _ := pair(t)
+	testDeadlineAndClose(t, c)
+}
+
+// testDeadlineAndClose checks that a read past its deadline is a net.Error
+// timeout and that Close ends a waiting read with net.ErrClosed.
+func testDeadlineAndClose(t *testing.T, c net.Conn) {
+	t.Helper()
 	c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
 	_, err := c.Read(make([]byte, 10))
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
@@ -124,6 +138,13 @@ func TestResetIsAnOpError(t *testing.T) {
 		t.Skip("raw reads are Linux-only")
 	}
 	c, s := pair(t)
+	testReset(t, c, s)
+}
+
+// testReset checks that a read after the peer reset the connection is a
+// *net.OpError that wraps ECONNRESET.
+func testReset(t *testing.T, c, s net.Conn) {
+	t.Helper()
 	// SO_LINGER 0 makes Close send a RST.
 	s.(*net.TCPConn).SetLinger(0)
 	s.Close()
