@@ -6,7 +6,10 @@
 # re-executes itself under the harness. Environment:
 #   DURATION=20        seconds per pgbench run
 #   CLIENTS="1 8 32"   client counts
-#   BUILTINS="S N"     pgbench built-ins: S select-only (-S), N simple-update (-N)
+#   BUILTINS="S N"     pgbench built-ins: S select-only (-S), N simple-update (-N);
+#                      SC and NC are the same with a new connection per
+#                      transaction (-C), which measures what a client's
+#                      start and end cost each target
 #   PGBENCH_MODE=simple  -M for every run (simple|extended|prepared)
 #   SCALE=10           pgbench -i scale
 #   ROUNDS=10          each DURATION is split into ROUNDS runs, interleaved
@@ -54,6 +57,12 @@ fi
 DURATION=${DURATION:-20}
 CLIENTS=${CLIENTS:-1 8 32}
 BUILTINS=${BUILTINS:-S N}
+for b in $BUILTINS; do
+	case $b in
+	S | N | SC | NC) ;;
+	*) printf 'pgbench.bench: BUILTINS: %s is not one of S, N, SC, NC\n' "$b" >&2; exit 2 ;;
+	esac
+done
 PGBENCH_MODE=${PGBENCH_MODE:-simple}
 SCALE=${SCALE:-10}
 ROUNDS=${ROUNDS:-10}
@@ -200,12 +209,21 @@ cpu_ticks() {
 	echo $(( f[11] + f[12] ))
 }
 
-# run URL SCRIPT CLIENTS [PID] -> "tps latency_ms cpu_us_per_tx"
+# pgb_args BUILTIN: pgbench's options for one of BUILTINS ("-S", "-S -C").
+pgb_args() {
+	case $1 in
+	?C) echo "-${1%C} -C" ;;
+	*) echo "-$1" ;;
+	esac
+}
+
+# run URL BUILTIN CLIENTS [PID] -> "tps latency_ms cpu_us_per_tx"
 run() {
 	local jobs=$(( $3 < 2 ? 1 : 2 ))
 	local out c0=0 c1=0
 	[[ -n "${4:-}" ]] && c0=$(cpu_ticks "$4")
-	out=$("$BIN/pgbench" -n -M "$PGBENCH_MODE" "-$2" -c "$3" -j "$jobs" -T "$STEP" "$1" 2>&1) || { echo "$out" >&2; echo "0 0 0"; return; }
+	# shellcheck disable=SC2046 # pgb_args gives one or two options
+	out=$("$BIN/pgbench" -n -M "$PGBENCH_MODE" $(pgb_args "$2") -c "$3" -j "$jobs" -T "$STEP" "$1" 2>&1) || { echo "$out" >&2; echo "0 0 0"; return; }
 	[[ -n "${4:-}" ]] && c1=$(cpu_ticks "$4")
 	local tps lat txs
 	tps=$(sed -nE 's/^tps = ([0-9.]+).*/\1/p' <<<"$out" | head -1)
@@ -236,7 +254,7 @@ TARGETS=(direct pgbouncer "${NAMES[@]}")
 declare -a ROWS
 for s in $BUILTINS; do
 	for c in $CLIENTS; do
-		log "-$s, $c clients, ${ROUNDS}x${STEP}s each"
+		log "$(pgb_args "$s"), $c clients, ${ROUNDS}x${STEP}s each"
 		declare -A res=()
 		nt=${#TARGETS[@]}
 		for r in $(seq 0 $((ROUNDS - 1))); do
@@ -278,7 +296,7 @@ direct_lat=0
 for row in "${ROWS[@]}"; do
 	read -r s c tg tps lat cpu med lo hi wins <<<"$row"
 	[[ $tg == direct ]] && direct_lat=$lat
-	awk -v s="-$s" -v c="$c" -v tg="$tg" -v tps="$tps" -v lat="$lat" -v cpu="$cpu" -v med="$med" -v lo="$lo" -v hi="$hi" -v w="$wins" -v n="$ROUNDS" -v dl="$direct_lat" 'BEGIN {
+	awk -v s="$(pgb_args "$s")" -v c="$c" -v tg="$tg" -v tps="$tps" -v lat="$lat" -v cpu="$cpu" -v med="$med" -v lo="$lo" -v hi="$hi" -v w="$wins" -v n="$ROUNDS" -v dl="$direct_lat" 'BEGIN {
 		printf "%-6s %7d  %-10s | %10.0f %9.3f | %8.2f %5.2f-%-6.2f %6s | %11.1f | %10s\n", s, c, tg, tps, lat, med, lo, hi, (tg == "pgbouncer") ? "-" : w "/" n, (lat - dl) * 1000, (tg == "direct") ? "-" : sprintf("%.1f", cpu)
 	}'
 done
