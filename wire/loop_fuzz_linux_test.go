@@ -137,6 +137,23 @@ func drive(fd int, data []byte) []byte {
 	return got
 }
 
+// readN reads n bytes from fd, or what there is before EOF or an error.
+func readN(fd, n int) []byte {
+	got := make([]byte, 0, n)
+	buf := make([]byte, n)
+	for len(got) < n {
+		k, err := syscall.Read(fd, buf[:n-len(got)])
+		if err == syscall.EINTR {
+			continue
+		}
+		if k <= 0 || err != nil {
+			break
+		}
+		got = append(got, buf[:k]...)
+	}
+	return got
+}
+
 func readAll(t *testing.T, fd int) []byte {
 	if err := syscall.SetNonblock(fd, false); err != nil {
 		t.Fatal(err)
@@ -254,4 +271,65 @@ func logged(t *testing.T, log []byte) (client, up string) {
 		log = log[6+n:]
 	}
 	return client, up
+}
+
+// TestLoopReusesEventfds checks that a session's eventfd goes to the next
+// session, that a count an earlier session left unread does not end the
+// next session early, and that stopping the loop closes the spare ones.
+func TestLoopReusesEventfds(t *testing.T) {
+	l, err := newEventLoop(fuzzLoopMax, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.stop()
+	n, err := l.notifier()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := syscall.Write(n.fd, []byte{1, 0, 0, 0, 0, 0, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	l.putNotifier(n)
+
+	fromClient := encodeAll(&pgproto3.Query{String: "SELECT 1"})
+	fromUp := []byte{'Z', 0, 0, 0, 5, 'I'}
+	c, cLoop := socketPair(t)
+	u, uLoop := socketPair(t)
+	// The client sends its query, reads the answer and ends its side; the
+	// upstream answers once it has the query.
+	atUp, atClient := make(chan []byte, 1), make(chan []byte, 1)
+	go func() {
+		got := readN(u, len(fromClient))
+		syscall.Write(u, fromUp)
+		atUp <- got
+	}()
+	go func() {
+		syscall.Write(c, fromClient)
+		got := readN(c, len(fromUp))
+		syscall.Shutdown(c, syscall.SHUT_WR)
+		atClient <- got
+	}()
+	out, err := l.relayRaw(dup(t, cLoop), dup(t, uLoop), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if up, client := <-atUp, <-atClient; !bytes.Equal(up, fromClient) || !bytes.Equal(client, fromUp) {
+		t.Fatalf("relayed %q upstream and %q to the client, want %q and %q", up, client, fromClient, fromUp)
+	}
+	if out.reason != loopReasonIO {
+		t.Fatalf("handed back for reason %d, want EOF (%d)", out.reason, loopReasonIO)
+	}
+
+	m, err := l.notifier()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.f != n.f {
+		t.Fatalf("the session's eventfd (%d) was not kept for the next one, which got %d", n.fd, m.fd)
+	}
+	l.putNotifier(m)
+	l.stop()
+	if _, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(n.fd), syscall.F_GETFD, 0); errno != syscall.EBADF {
+		t.Fatalf("spare eventfd %d still open after stop (errno %v)", n.fd, errno)
+	}
 }

@@ -60,11 +60,12 @@ type eventLoop struct {
 	stopped bool
 	users   int // sessions that may still send commands
 	// spare holds the eventfds of sessions handed back for good, for new
-	// sessions: making one costs the proxy several system calls (and a
-	// netpoller registration) for each client, most of the thread's
-	// cost for a client of one transaction. The thread signals a
-	// session's eventfd only for a hand-back its goroutine then waits
-	// for, so one handed back for good is never signalled again.
+	// sessions: making one cost several system calls and a netpoller
+	// registration per client. The thread signals a session's eventfd
+	// only for a hand-back that its goroutine then waits for, so one
+	// handed back for good is not signalled again. A count left unread
+	// (see next) wakes the next session's goroutine once; it finds its
+	// session still on the thread and waits again.
 	spare []notifier
 }
 
