@@ -8,7 +8,13 @@
 // proxy's CPU. Reads and writes of a non-blocking socket never block, so
 // they need none of that bookkeeping. Conn does them as raw system calls
 // and waits in Go's netpoller, as net.Conn does, only when the socket
-// would block, so deadlines and Close behave as before.
+// would block, so deadlines and Close behave as before, and its errors
+// name the operation ("read", "write") as net.Conn's do.
+//
+// FDConn is the same over a bare descriptor: what a program that hands
+// sockets to a thread of its own (the relay loop in wire) gets back,
+// without the dozen system calls net.FileConn makes to rebuild a
+// connection.
 //
 // It owns nothing else: no protocol, no buffering. On systems other than
 // Linux, Wrap returns the connection unchanged.

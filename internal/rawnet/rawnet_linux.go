@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -52,7 +53,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	n, err, errno := read(c.rc, p)
 	switch {
 	case err != nil:
-		return 0, err // deadline or closed, as net.Conn reports them
+		return 0, netOp(err, "read") // deadline or closed
 	case errno != nil:
 		return 0, c.opError("read", errno)
 	}
@@ -62,7 +63,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 func (c *Conn) Write(p []byte) (int, error) {
 	n, err, errno := write(c.rc, p)
 	if err != nil {
-		return n, err
+		return n, netOp(err, "write")
 	}
 	if errno != nil {
 		return n, c.opError("write", errno)
@@ -114,6 +115,19 @@ func write(rc syscall.RawConn, p []byte) (done int, err, errno error) {
 		return true
 	})
 	return done, err, errno
+}
+
+// netOp names a raw connection's error as net.Conn does: a RawConn
+// reports a deadline or a closed connection as "raw-read" or "raw-write",
+// where callers (and net.Conn) expect "read" and "write".
+func netOp(err error, op string) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) && strings.HasPrefix(oe.Op, "raw-") {
+		c := *oe
+		c.Op = op
+		return &c
+	}
+	return err
 }
 
 func (c *Conn) opError(op string, errno error) error {

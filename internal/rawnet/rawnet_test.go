@@ -115,6 +115,11 @@ func testDeadlineAndClose(t *testing.T, c net.Conn) {
 	if !errors.As(err, &ne) || !ne.Timeout() {
 		t.Fatalf("Read past deadline: %v is not a net.Error timeout", err)
 	}
+	// The relay tells client from upstream failures by the operation.
+	var oe *net.OpError
+	if !errors.As(err, &oe) || oe.Op != "read" {
+		t.Fatalf("Read past deadline: %v, want a *net.OpError for read", err)
+	}
 	c.SetReadDeadline(time.Time{})
 	done := make(chan error, 1)
 	go func() {
