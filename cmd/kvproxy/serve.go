@@ -45,7 +45,7 @@ type repairers struct {
 // dirty-key outbox there, and drains the log of the phase in force every
 // second. In dual-write and kv-primary the outbox is required; in other
 // phases a missing privilege only warns.
-func startRepairer(ctx context.Context, upstream string, store kv.Store, phase string, mirrorTimeout time.Duration, gate *shadow.Gate, m *metrics.Metrics, log *slog.Logger) (*repairers, error) {
+func startRepairer(ctx context.Context, upstream string, store kv.Store, phase, instance string, mirrorTimeout time.Duration, gate *shadow.Gate, m *metrics.Metrics, log *slog.Logger) (*repairers, error) {
 	pcfg, err := pgxpool.ParseConfig(upstream)
 	if err != nil {
 		return nil, fmt.Errorf("upstream: %w", err)
@@ -87,12 +87,12 @@ func startRepairer(ctx context.Context, upstream string, store kv.Store, phase s
 		// behind a newer write of another instance. A switch's barrier
 		// waits for in-flight writes and repairs every entry whatever its
 		// age, so this does not lengthen it.
-		toKV: &dirty.Repairer{Log: outbox, Syncer: toKV, Logger: log, Batch: 1000, Workers: 16, MinAge: mirrorTimeout + time.Second},
+		toKV: &dirty.Repairer{Log: outbox, Syncer: toKV, Logger: log, Batch: 1000, Workers: 16, MinAge: mirrorTimeout + time.Second, Instance: instance},
 		// The KV-side log holds intents written before their KV commit:
 		// an entry is left to its writer until the writer must be done
 		// (commit and mirror bounded by mirror_timeout), so that a
 		// repairer does not clear it while the commit is in flight.
-		toSQL: &dirty.Repairer{Log: kvLog, Syncer: toSQL, Logger: log, Batch: 1000, Workers: 16, MinAge: 2*mirrorTimeout + time.Second},
+		toSQL: &dirty.Repairer{Log: kvLog, Syncer: toSQL, Logger: log, Batch: 1000, Workers: 16, MinAge: 2*mirrorTimeout + time.Second, Instance: instance},
 	}
 	go rs.run(ctx, gate, m, log)
 	return rs, nil
@@ -300,7 +300,7 @@ no upstream (phase kv-only).`,
 			go locks.Run(bg)
 			var rp *repairers
 			if cfg.Upstream != "" {
-				if rp, err = startRepairer(bg, cfg.Upstream, store, rec.Phase, cfg.Shadow.MirrorTimeout, gate, m, log); err != nil {
+				if rp, err = startRepairer(bg, cfg.Upstream, store, rec.Phase, instanceID, cfg.Shadow.MirrorTimeout, gate, m, log); err != nil {
 					return err
 				}
 				if rp != nil {

@@ -154,16 +154,36 @@ type fakeSyncer struct {
 	mu     sync.Mutex
 	synced []string
 	fail   string
+	err    error // what a failing Sync returns; default: a write that may have landed
 }
 
 func (f *fakeSyncer) Sync(_ context.Context, k dirty.Key) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if k.String() == f.fail {
-		return errors.New("secondary unavailable")
+		if f.err != nil {
+			return f.err
+		}
+		return errors.New("still different after repair")
 	}
 	f.synced = append(f.synced, k.String())
 	return nil
+}
+
+// refsOf lists the log's entries for k.
+func refsOf(t *testing.T, l dirty.Log, at time.Time, k dirty.Key) []dirty.Entry {
+	t.Helper()
+	es, err := l.List(context.Background(), at, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []dirty.Entry
+	for _, e := range es {
+		if e.Key.String() == k.String() {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 func TestRepairer(t *testing.T) {
@@ -196,9 +216,31 @@ func TestRepairer(t *testing.T) {
 	if left != 1 {
 		t.Fatalf("%d entries left, want k2's", left)
 	}
+	// k2's failure may have followed a write of its own, which another
+	// instance's repairer could have raced: k2 is logged afresh, by the
+	// repairer, and waits MinAge again.
+	far := clock().Add(time.Hour)
+	if es := refsOf(t, l, far, k2); len(es) != 1 || es[0].Instance != "repairer" || !es[0].Created.Equal(clock()) {
+		t.Fatalf("k2's entries after its failure: %+v, want one logged afresh by the repairer at %v", es, clock())
+	}
+	if n, err := r.RunOnce(ctx); n != 0 || err != nil {
+		t.Fatalf("round 2 took the fresh entry: %d, %v", n, err)
+	}
+
+	// A failure before the sync wrote anything keeps the entry as it is.
+	now.Add(int64(6 * time.Second))
+	before := refsOf(t, l, far, k2)
+	s.err = fmt.Errorf("secondary unavailable: %w", dirty.ErrNothingWritten)
+	if n, err := r.RunOnce(ctx); n != 0 || !errors.Is(err, dirty.ErrNothingWritten) {
+		t.Fatalf("round 3: %d, %v", n, err)
+	}
+	if after := refsOf(t, l, far, k2); len(after) != 1 || after[0].Ref != before[0].Ref {
+		t.Fatalf("k2's entries after a failure that wrote nothing: %+v, want %+v", after, before)
+	}
+
 	s.fail = ""
 	if n, err := r.RunOnce(ctx); n != 1 || err != nil {
-		t.Fatalf("round 2: %d, %v", n, err)
+		t.Fatalf("round 4: %d, %v", n, err)
 	}
 	if left, _ := l.Count(ctx); left != 0 {
 		t.Fatalf("%d entries left", left)

@@ -2,6 +2,7 @@ package dirty
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -34,6 +35,9 @@ type Repairer struct {
 	// OnRound, if set, is told the log size and repairs after each round
 	// (for metrics).
 	OnRound func(remaining int64, repaired int)
+	// Instance names the entries the repairer logs afresh (see
+	// ErrNothingWritten). Default "repairer".
+	Instance string
 }
 
 func (r *Repairer) defaults() {
@@ -55,11 +59,27 @@ func (r *Repairer) defaults() {
 	if r.Logger == nil {
 		r.Logger = slog.New(slog.DiscardHandler)
 	}
+	if r.Instance == "" {
+		r.Instance = "repairer"
+	}
 }
 
+// ErrNothingWritten marks a Syncer error that came before the sync wrote
+// anything to the secondary store, so that no write of it can land later.
+// The repairer then leaves the key's entries as they are.
+//
+// After any other error the key is logged afresh. Every instance's
+// repairer drains the same log, and a repair write carrying a value read
+// before a newer write can land after another instance compared the key
+// (finding the stores equal) and cleared its entries; the repairer that
+// wrote sees the difference in its re-check and fails, but the entries it
+// would have left are gone. The fresh entry is compared after that write.
+var ErrNothingWritten = errors.New("nothing written")
+
 // RunOnce repairs one batch of old enough entries. Entries whose key synced
-// are cleared; the others stay for the next round. It returns how many
-// entries it cleared and the first sync error.
+// are cleared; a key that failed keeps its entries (ErrNothingWritten) or
+// has them replaced by a fresh one. It returns how many entries it cleared
+// and the first sync error.
 func (r *Repairer) RunOnce(ctx context.Context) (int, error) {
 	r.defaults()
 	entries, err := r.Log.List(ctx, r.Now().Add(-r.MinAge), r.Batch)
@@ -68,15 +88,34 @@ func (r *Repairer) RunOnce(ctx context.Context) (int, error) {
 	}
 	// Several entries may name one key: sync it once.
 	keys, refs := Distinct(entries)
-	synced, firstErr := SyncKeys(ctx, r.Syncer, keys, r.Workers)
+	errs, firstErr := syncEach(ctx, r.Syncer, keys, r.Workers)
 	var done []string
-	for _, k := range synced {
-		done = append(done, refs[k.String()]...)
+	var again []Key
+	cleared := 0
+	for _, k := range keys {
+		id := k.String()
+		err, tried := errs[id]
+		switch {
+		case !tried, errors.Is(err, ErrNothingWritten):
+		case err == nil:
+			done = append(done, refs[id]...)
+			cleared += len(refs[id])
+		default:
+			again = append(again, k)
+			done = append(done, refs[id]...)
+		}
+	}
+	if len(again) > 0 {
+		// Logged before the old entries go, so that a crash in between
+		// leaves the key logged twice rather than not at all.
+		if err := r.Log.Add(context.WithoutCancel(ctx), again, r.Instance); err != nil {
+			return 0, err
+		}
 	}
 	if err := r.Log.Delete(ctx, done); err != nil {
 		return 0, err
 	}
-	return len(done), firstErr
+	return cleared, firstErr
 }
 
 // Distinct returns the keys that entries name, each once and in the
@@ -98,9 +137,23 @@ func Distinct(entries []Entry) ([]Key, map[string][]string) {
 // SyncKeys syncs keys through s, workers at a time, until they are done
 // or ctx ends. It returns the keys that synced and the first error.
 func SyncKeys(ctx context.Context, s Syncer, keys []Key, workers int) ([]Key, error) {
+	errs, firstErr := syncEach(ctx, s, keys, workers)
+	var synced []Key
+	for _, k := range keys {
+		if err, tried := errs[k.String()]; tried && err == nil {
+			synced = append(synced, k)
+		}
+	}
+	return synced, firstErr
+}
+
+// syncEach syncs keys through s, workers at a time, until they are done or
+// ctx ends. It returns each tried key's result (by Key.String(); nil when
+// it synced) and the first error.
+func syncEach(ctx context.Context, s Syncer, keys []Key, workers int) (map[string]error, error) {
 	var (
 		mu       sync.Mutex
-		synced   []Key
+		errs     = make(map[string]error, len(keys))
 		firstErr error
 		wg       sync.WaitGroup
 		next     = make(chan Key)
@@ -112,12 +165,9 @@ func SyncKeys(ctx context.Context, s Syncer, keys []Key, workers int) ([]Key, er
 			for k := range next {
 				err := s.Sync(ctx, k)
 				mu.Lock()
-				if err != nil {
-					if firstErr == nil {
-						firstErr = fmt.Errorf("dirty: repair %s: %w", k, err)
-					}
-				} else {
-					synced = append(synced, k)
+				errs[k.String()] = err
+				if err != nil && firstErr == nil {
+					firstErr = fmt.Errorf("dirty: repair %s: %w", k, err)
 				}
 				mu.Unlock()
 			}
@@ -131,7 +181,7 @@ func SyncKeys(ctx context.Context, s Syncer, keys []Key, workers int) ([]Key, er
 	}
 	close(next)
 	wg.Wait()
-	return synced, firstErr
+	return errs, firstErr
 }
 
 // Run repairs until ctx ends.

@@ -80,7 +80,7 @@ func (s *Syncer) Sync(ctx context.Context, dk dirty.Key) error {
 	k := Key(dk)
 	if !k.whole() {
 		if err := k.check(); err != nil {
-			return err
+			return unwritten(err)
 		}
 		// Almost every logged key was mirrored already: compare first and
 		// write only a difference, so the repairer does not add a write
@@ -96,12 +96,12 @@ func (s *Syncer) Sync(ctx context.Context, dk dirty.Key) error {
 	select {
 	case s.whole <- struct{}{}:
 	case <-ctx.Done():
-		return ctx.Err()
+		return unwritten(ctx.Err())
 	}
 	defer func() { <-s.whole }()
 	tx, err := s.o.Source.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
-		return fmt.Errorf("begin snapshot: %w", err)
+		return unwritten(fmt.Errorf("begin snapshot: %w", err))
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	v.tx = tx

@@ -741,8 +741,8 @@ func TestSyncerRepairsDirtyKeys(t *testing.T) {
 	if rep := verify(t, ctx, pool, s, nil); sumDiff(rep) != 0 {
 		t.Fatalf("after sync:\n%s", rep)
 	}
-	if err := sy.Sync(ctx, dirty.Key{Entity: "nonsense", ID: "x"}); !errors.Is(err, ErrBadKey) {
-		t.Errorf("bad key: %v", err)
+	if err := sy.Sync(ctx, dirty.Key{Entity: "nonsense", ID: "x"}); !errors.Is(err, ErrBadKey) || !errors.Is(err, dirty.ErrNothingWritten) {
+		t.Errorf("bad key: %v, want ErrBadKey, marked as nothing written", err)
 	}
 }
 
@@ -792,15 +792,28 @@ func TestGeneratedDatabaseHasWhatTheIssueAsks(t *testing.T) {
 }
 
 // writeCountingStore counts conditional writes, the only kind a repair
-// makes.
+// makes, and fails reads or those writes when told to.
 type writeCountingStore struct {
 	*mem.Store
-	setIfs atomic.Int64
+	setIfs             atomic.Int64
+	failGet, failSetIf atomic.Bool
 }
+
+var errStoreDown = errors.New("store down")
 
 func (c *writeCountingStore) SetIf(ctx context.Context, pk, key, value []byte, pred kv.Predicate) error {
 	c.setIfs.Add(1)
+	if c.failSetIf.Load() {
+		return errStoreDown
+	}
 	return c.Store.SetIf(ctx, pk, key, value, pred)
+}
+
+func (c *writeCountingStore) Get(ctx context.Context, pk, key []byte) (*kv.ValueWithPredicate, error) {
+	if c.failGet.Load() {
+		return nil, errStoreDown
+	}
+	return c.Store.Get(ctx, pk, key)
 }
 
 // TestSyncerWritesOnlyDifferences: the repairer checks every key a dual
@@ -838,4 +851,27 @@ func TestSyncerWritesOnlyDifferences(t *testing.T) {
 	if rep := verify(t, ctx, pool, s, nil); sumDiff(rep) != 0 {
 		t.Fatalf("after sync:\n%s", rep)
 	}
+
+	// The dirty-key repairer logs a key afresh after a failure that may
+	// follow a write, and keeps its entries after one that wrote nothing.
+	if err := rs.SetBranch(ctx, refstore.BranchRow{RepositoryID: "repo-0000", ID: "main", StagingToken: strp("stale"), CommitID: strp("stale")}); err != nil {
+		t.Fatal(err)
+	}
+	s.failGet.Store(true)
+	if err := sy.Sync(ctx, main); !errors.Is(err, errStoreDown) || !errors.Is(err, dirty.ErrNothingWritten) {
+		t.Errorf("sync with KV unreadable: %v, want the read error marked as nothing written", err)
+	}
+	toSQL, err := NewSyncer(VerifyOptions{Source: pool, KV: s, Direction: KVToSQL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := toSQL.Sync(ctx, main); !errors.Is(err, errStoreDown) || !errors.Is(err, dirty.ErrNothingWritten) {
+		t.Errorf("sync to PostgreSQL with KV unreadable: %v, want the read error marked as nothing written", err)
+	}
+	s.failGet.Store(false)
+	s.failSetIf.Store(true)
+	if err := sy.Sync(ctx, main); !errors.Is(err, errStoreDown) || errors.Is(err, dirty.ErrNothingWritten) {
+		t.Errorf("sync whose KV write failed: %v, want the write error, not marked as nothing written", err)
+	}
+	s.failSetIf.Store(false)
 }

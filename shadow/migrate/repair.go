@@ -8,10 +8,16 @@ import (
 
 	"github.com/kvproxy/kvproxy/kv"
 	"github.com/kvproxy/kvproxy/refstore/graveler"
+	"github.com/kvproxy/kvproxy/shadow/dirty"
 )
 
 // ErrRepairRaced is returned when a key kept changing under a repair.
 var ErrRepairRaced = errors.New("migrate: key kept changing during repair")
+
+// unwritten marks an error of a repair that had not written anything yet
+// (dirty.ErrNothingWritten): the dirty-key repairer then keeps the key's
+// entries instead of logging it afresh.
+func unwritten(err error) error { return fmt.Errorf("%w (%w)", err, dirty.ErrNothingWritten) }
 
 const repairTries = 5
 
@@ -31,21 +37,29 @@ func (v *Verifier) repair(ctx context.Context, k Key, uid string) error {
 // wrote KV after PostgreSQL, so either our CaS failed or the re-read sees
 // the new row, and the loop copies again.
 func (v *Verifier) repairToKV(ctx context.Context, k Key, uid string) error {
+	wrote := false
+	// before marks an error that came before the first write.
+	before := func(err error) error {
+		if wrote {
+			return err
+		}
+		return unwritten(err)
+	}
 	for range repairTries {
 		row, ok, err := readRow(ctx, v.o.Source, k)
 		if err != nil {
-			return err
+			return before(err)
 		}
 		if k.inRepoPartition() && uid == "" {
 			rd, _, err := repoRecord(ctx, v.o.KV, k.Repository)
 			if err != nil {
-				return err
+				return before(err)
 			}
 			if rd == nil || rd.GetState() != graveler.RepositoryState_ACTIVE {
 				if !ok {
 					return nil
 				}
-				return fmt.Errorf("%s: repository %q has no active record in KV; repair the repository first", k, k.Repository)
+				return before(fmt.Errorf("%s: repository %q has no active record in KV; repair the repository first", k, k.Repository))
 			}
 			uid = rd.GetInstanceUid()
 		}
@@ -55,11 +69,12 @@ func (v *Verifier) repairToKV(ctx context.Context, k Key, uid string) error {
 			cur, err = nil, nil
 		}
 		if err != nil {
-			return fmt.Errorf("read %s: %w", k, err)
+			return before(fmt.Errorf("read %s: %w", k, err))
 		}
 		switch {
 		case !ok && cur == nil:
 		case !ok:
+			wrote = true
 			if _, err := deleteIf(ctx, v.o.KV, pk, key, cur.Value); err != nil {
 				return fmt.Errorf("delete %s: %w", k, err)
 			}
@@ -77,12 +92,13 @@ func (v *Verifier) repairToKV(ctx context.Context, k Key, uid string) error {
 			}
 			val, err := encode(row, ruid)
 			if err != nil {
-				return fmt.Errorf("%s: %w", k, err)
+				return before(fmt.Errorf("%s: %w", k, err))
 			}
 			var pred kv.Predicate
 			if cur != nil {
 				pred = cur.Predicate
 			}
+			wrote = true
 			err = v.o.KV.SetIf(ctx, pk, key, val, pred)
 			if errors.Is(err, kv.ErrPredicateFailed) {
 				continue
@@ -125,7 +141,7 @@ func (v *Verifier) repairToKV(ctx context.Context, k Key, uid string) error {
 func (v *Verifier) repairToSQL(ctx context.Context, k Key, uid string) error {
 	kr, ok, _, err := v.kvRow(ctx, k)
 	if err != nil {
-		return err
+		return unwritten(err)
 	}
 	if !ok {
 		var q string

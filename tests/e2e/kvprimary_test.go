@@ -74,18 +74,25 @@ func TestKVPrimarySurvivesUpstreamRestart(t *testing.T) {
 }
 
 // waitDirtyDrained waits until the dirty-key logs the proxies report are
-// empty.
+// empty in two readings 2 s apart: the gauge is set once per repair round
+// (every second), so one reading of 0 may predate the last entries.
 func waitDirtyDrained(t *testing.T, ctx context.Context, m *migration) {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
+	zeros := 0
 	for {
 		n := 0
 		for _, p := range m.proxies {
 			n += metricValue(t, p, "kvproxy_dirty_keys")
 		}
 		if n == 0 {
-			return
+			if zeros++; zeros == 2 {
+				return
+			}
+			time.Sleep(2 * time.Second)
+			continue
 		}
+		zeros = 0
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			t.Fatalf("dirty-key logs still hold %d keys\n%s", n, m.logTails())
 		}
