@@ -75,9 +75,9 @@ type Config struct {
 	// RelayCoalesce is how long a relay thread pauses before waiting for
 	// more events when at least 16 of its sessions were busy within the
 	// last millisecond and its last wait returned only a few events, so
-	// that it handles them in batches (fewer wake-ups and context switches
-	// per statement). 0 means the default, 30µs; a negative value turns it
-	// off. Sessions busy alone or in small groups never pause.
+	// that it handles them in batches (fewer wake-ups per statement). 0 or
+	// a negative value: no pause (the default). Sessions busy alone or in
+	// small groups never pause.
 	RelayCoalesce time.Duration
 
 	// UpstreamPoolSize, if > 0, keeps up to this many upstream connections
@@ -241,15 +241,4 @@ func nextToken(s string) (tok, rest string, err error) {
 // DefaultUpstreamIdleTimeout is UpstreamIdleTimeout's default.
 const DefaultUpstreamIdleTimeout = 60 * time.Second
 
-// DefaultRelayCoalesce is RelayCoalesce's default.
-const DefaultRelayCoalesce = 30 * time.Microsecond
-
-func (c *Config) relayCoalesce() time.Duration {
-	switch {
-	case c.RelayCoalesce == 0:
-		return DefaultRelayCoalesce
-	case c.RelayCoalesce < 0:
-		return 0
-	}
-	return c.RelayCoalesce
-}
+func (c *Config) relayCoalesce() time.Duration { return max(c.RelayCoalesce, 0) }

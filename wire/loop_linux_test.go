@@ -95,7 +95,7 @@ func TestRerouteAfterLogDrains(t *testing.T) {
 func TestRelayCoalescesOnlyWhenManySessionsAreBusy(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	p := startProxy(t, Config{UpstreamDSN: testenv.PostgresDB(t)}, nil)
+	p := startProxy(t, Config{UpstreamDSN: testenv.PostgresDB(t), RelayCoalesce: 30 * time.Microsecond}, nil)
 	pauses := func() (n uint64) {
 		p.srv.mu.Lock()
 		defer p.srv.mu.Unlock()

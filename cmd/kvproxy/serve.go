@@ -336,7 +336,7 @@ no upstream (phase kv-only).`,
 				MaxConnections:           cfg.Limits.MaxConnections,
 				StartupTimeout:           cfg.Limits.StartupTimeout,
 				IdleInTransactionTimeout: cfg.Limits.IdleInTransactionTimeout,
-				RelayCoalesce:            relayCoalesce(cfg.Relay.Coalesce),
+				RelayCoalesce:            cfg.Relay.Coalesce,
 				UpstreamPoolSize:         cfg.Relay.UpstreamPool,
 				UpstreamIdleTimeout:      cfg.Relay.UpstreamIdleTimeout,
 				Observer:                 connObserver{m},
@@ -397,12 +397,4 @@ no upstream (phase kv-only).`,
 			return err
 		},
 	}
-}
-
-// relayCoalesce maps the setting (0: off) to wire's (0: default, < 0: off).
-func relayCoalesce(d time.Duration) time.Duration {
-	if d == 0 {
-		return -1
-	}
-	return d
 }

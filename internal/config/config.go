@@ -70,7 +70,7 @@ type LimitsConfig struct {
 
 // RelayConfig tunes the passthrough relay.
 type RelayConfig struct {
-	Coalesce time.Duration `yaml:"coalesce" desc:"pause of a relay thread before it waits for more events while 16 or more of its sessions are busy, so that it handles them in batches; 0 disables"`
+	Coalesce time.Duration `yaml:"coalesce" desc:"pause of a relay thread before it waits for more events while 16 or more of its sessions are busy, so that it handles them in batches; 0 (the default) disables"`
 	// UpstreamPool is PgBouncer's session pooling for passthrough sessions.
 	UpstreamPool        int           `yaml:"upstream_pool" desc:"upstream connections kept, reset with DISCARD ALL, for later clients after their client ended while idle (PgBouncer's session pooling); 0 closes each with its session"`
 	UpstreamIdleTimeout time.Duration `yaml:"upstream_idle_timeout" desc:"how long a kept upstream connection may wait for a client before it is closed"`
@@ -110,7 +110,7 @@ func Default() Config {
 		KV:     KVConfig{Driver: "local", DSN: "./data/kvproxy.db"},
 		Auth:   AuthConfig{Method: "trust"},
 		Limits: LimitsConfig{MaxMessageSize: 64 << 20, MaxConnections: 1000, StartupTimeout: 10 * time.Second, ShutdownTimeout: 30 * time.Second},
-		Relay:  RelayConfig{Coalesce: 30 * time.Microsecond, UpstreamPool: 20, UpstreamIdleTimeout: time.Minute},
+		Relay:  RelayConfig{UpstreamPool: 20, UpstreamIdleTimeout: time.Minute},
 		Shadow: ShadowConfig{ReadFraction: 0.05, ReadTimeout: 50 * time.Millisecond, MirrorTimeout: 2 * time.Second},
 		Admin:  AdminConfig{Listen: "127.0.0.1:9187"},
 		Log:    LogConfig{Level: "info", Format: "text"},

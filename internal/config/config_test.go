@@ -31,7 +31,7 @@ func TestDefaultIsEmbeddedStore(t *testing.T) {
 		KV:     KVConfig{Driver: "local", DSN: "./data/kvproxy.db"},
 		Auth:   AuthConfig{Method: "trust"},
 		Limits: LimitsConfig{MaxMessageSize: 64 << 20, MaxConnections: 1000, StartupTimeout: 10 * time.Second, ShutdownTimeout: 30 * time.Second},
-		Relay:  RelayConfig{Coalesce: 30 * time.Microsecond, UpstreamPool: 20, UpstreamIdleTimeout: time.Minute},
+		Relay:  RelayConfig{UpstreamPool: 20, UpstreamIdleTimeout: time.Minute},
 		Shadow: ShadowConfig{ReadFraction: 0.05, ReadTimeout: 50 * time.Millisecond, MirrorTimeout: 2 * time.Second},
 		Admin:  AdminConfig{Listen: "127.0.0.1:9187"},
 		Log:    LogConfig{Level: "info", Format: "text"},
