@@ -254,16 +254,7 @@ func (s *Server) track() bool {
 // becomes idle. When ctx ends first, the remaining sessions are closed at
 // once and ctx.Err() is returned. Sessions are told FATAL 57P01.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.closing = true
-	for ln := range s.listeners {
-		ln.Close()
-	}
-	sessions := make([]*Session, 0, len(s.sessions))
-	for sess := range s.sessions {
-		sessions = append(sessions, sess)
-	}
-	s.mu.Unlock()
+	sessions := s.stopAccepting()
 	for _, sess := range sessions {
 		sess.beginShutdown()
 	}
@@ -326,8 +317,11 @@ func (s *Server) stopLoop() {
 	}
 }
 
-func (s *Server) closeAll() {
+// stopAccepting closes the listeners, refuses new sessions and returns the
+// open ones.
+func (s *Server) stopAccepting() []*Session {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.closing = true
 	for ln := range s.listeners {
 		ln.Close()
@@ -336,7 +330,11 @@ func (s *Server) closeAll() {
 	for sess := range s.sessions {
 		sessions = append(sessions, sess)
 	}
-	s.mu.Unlock()
+	return sessions
+}
+
+func (s *Server) closeAll() {
+	sessions := s.stopAccepting()
 	for _, sess := range sessions {
 		sess.forceClose()
 	}

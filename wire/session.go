@@ -494,6 +494,23 @@ func (s *Session) readPasswordMessage() ([]byte, error) {
 	return readBody(s.cr, nil, n)
 }
 
+// askPassword sends an authentication request and returns the password
+// (or md5 response) of the client's PasswordMessage.
+func (s *Session) askPassword(req pgproto3.BackendMessage) (string, error) {
+	if err := s.send(req); err != nil {
+		return "", err
+	}
+	body, err := s.readPasswordMessage()
+	if err != nil {
+		return "", err
+	}
+	var pm pgproto3.PasswordMessage
+	if err := pm.Decode(body); err != nil {
+		return "", fatalf(CodeProtocolViolation, "invalid password message")
+	}
+	return pm.Password, nil
+}
+
 func (s *Session) authenticate() error {
 	cfg := &s.srv.cfg
 	failed := fatalf(CodeInvalidPassword, "password authentication failed for user %q", s.user)
@@ -507,33 +524,19 @@ func (s *Session) authenticate() error {
 		if !s.tls {
 			return fatalf(CodeInvalidAuthorization, "password authentication requires an SSL connection")
 		}
-		if err := s.send(&pgproto3.AuthenticationCleartextPassword{}); err != nil {
-			return err
-		}
-		body, err := s.readPasswordMessage()
+		password, err := s.askPassword(&pgproto3.AuthenticationCleartextPassword{})
 		if err != nil {
 			return err
 		}
-		var pm pgproto3.PasswordMessage
-		if err := pm.Decode(body); err != nil {
-			return fatalf(CodeProtocolViolation, "invalid password message")
-		}
-		if !known || !sec.checkPassword(s.user, pm.Password) {
+		if !known || !sec.checkPassword(s.user, password) {
 			return failed
 		}
 	case AuthMD5:
 		var salt [4]byte
 		_, _ = rand.Read(salt[:])
-		if err := s.send(&pgproto3.AuthenticationMD5Password{Salt: salt}); err != nil {
-			return err
-		}
-		body, err := s.readPasswordMessage()
+		response, err := s.askPassword(&pgproto3.AuthenticationMD5Password{Salt: salt})
 		if err != nil {
 			return err
-		}
-		var pm pgproto3.PasswordMessage
-		if err := pm.Decode(body); err != nil {
-			return fatalf(CodeProtocolViolation, "invalid password message")
 		}
 		var want string
 		switch sec.kind {
@@ -544,7 +547,7 @@ func (s *Session) authenticate() error {
 		default:
 			s.srv.log.Warn("md5 auth impossible for a user with a SCRAM secret", "user", s.user)
 		}
-		if !known || want == "" || want != pm.Password {
+		if !known || want == "" || want != response {
 			return failed
 		}
 	case AuthSCRAM:

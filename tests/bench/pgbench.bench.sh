@@ -130,6 +130,18 @@ DB=bench_wire
 DIRECT="postgres://postgres@127.0.0.1:$PG_PORT/$DB?sslmode=disable"
 log "pgbench -i -s $SCALE"
 "$BIN/pgbench" -i -q -s "$SCALE" "$DIRECT" >/dev/null 2>&1
+# PostgreSQL's background work lands on whichever target happens to run:
+# an autovacuum of pgbench_accounts or a checkpoint in one 2 s round makes
+# that round's ratio noise. Autovacuum is off for pgbench's tables, and
+# each cell starts vacuumed and checkpointed (settle), so every target of
+# a cell works on the same tables; -N's growth within a cell is spread
+# over the targets by the rotation.
+"$BIN/psql" -X -q -d "$DIRECT" \
+	-c "ALTER TABLE pgbench_accounts SET (autovacuum_enabled = off)" \
+	-c "ALTER TABLE pgbench_branches SET (autovacuum_enabled = off)" \
+	-c "ALTER TABLE pgbench_tellers SET (autovacuum_enabled = off)" \
+	-c "ALTER TABLE pgbench_history SET (autovacuum_enabled = off)" >/dev/null
+settle() { "$BIN/psql" -X -q -d "$DIRECT" -c "VACUUM ANALYZE" -c "CHECKPOINT" >/dev/null; }
 
 # Each proxy runs in a session of its own (setsid), as PostgreSQL does
 # (pg_ctl). With the kernel's autogroup scheduling, a session is a group
@@ -255,6 +267,7 @@ declare -a ROWS
 for s in $BUILTINS; do
 	for c in $CLIENTS; do
 		log "$(pgb_args "$s"), $c clients, ${ROUNDS}x${STEP}s each"
+		[[ -n "${NO_SETTLE:-}" ]] || settle
 		declare -A res=()
 		nt=${#TARGETS[@]}
 		for r in $(seq 0 $((ROUNDS - 1))); do
