@@ -42,6 +42,8 @@
 #                      relay.upstream_pool 0
 #                      (both otherwise hand a client's backend to the next
 #                      client)
+#   NO_SETTLE=1        skip the VACUUM ANALYZE and CHECKPOINT before each cell
+#                      (autovacuum stays off for pgbench's tables either way)
 #   PROXY_BINS="before=PATH after=PATH"
 #                      instead of one kvproxy, these builds (each in
 #                      passthrough on the mem KV driver), all in the same
