@@ -12,6 +12,11 @@ import (
 // zone the session's TimeZone applies, as in PostgreSQL. Also infinity,
 // -infinity and epoch. Other forms PostgreSQL accepts ("Jan 8 1999", ...)
 // are rejected with 22007.
+// maxYear bounds the year a timestamp's text may have before it is out of
+// range anyway (PostgreSQL's last is 294276), so that time.Date never sees a
+// year it would wrap.
+const maxYear = 1_000_000_000
+
 func timestamptzIn(v *Value, sess *Session, s string) error {
 	bad := func() error {
 		return newErr("22007", nil, "invalid input syntax for type timestamp with time zone: \"%s\"", s)
@@ -46,9 +51,18 @@ func timestamptzIn(v *Value, sess *Session, s string) error {
 		n, err := strconv.Atoi(str[i:j])
 		return n, j, err == nil
 	}
-	year, i, ok := num(in, 0, 4, 6)
-	if !ok || i >= len(in) || in[i] != '-' {
+	// PostgreSQL takes a year of any length (00002024 is 2024) and checks its
+	// range after the syntax: a year too large is 22008, not 22007.
+	i := 0
+	for i < len(in) && in[i] >= '0' && in[i] <= '9' {
+		i++
+	}
+	if i < 4 || i >= len(in) || in[i] != '-' {
 		return bad()
+	}
+	year, err := strconv.Atoi(in[:i]) // digits only: fails only by overflow
+	if err != nil || year > maxYear {
+		return newErr("22008", nil, "date/time field value out of range: \"%s\"", s)
 	}
 	month, i, ok := num(in, i+1, 2, 2)
 	if !ok || i >= len(in) || in[i] != '-' {

@@ -385,17 +385,30 @@ func timestamptzRecv(v *Value, src []byte, paramNo int) error {
 	return nil
 }
 
+// pgMicrosToTime is the inverse of timeToPGMicros. It splits before it
+// shifts to the Unix epoch: us + pgEpochUnixMicros overflows near the end of
+// PostgreSQL's range.
 func pgMicrosToTime(us int64) time.Time {
-	unix := us + pgEpochUnixMicros
-	sec, rem := unix/1e6, unix%1e6
+	sec, rem := us/1e6, us%1e6
 	if rem < 0 {
 		sec, rem = sec-1, rem+1e6
 	}
-	return time.Unix(sec, rem*1000).UTC()
+	return time.Unix(sec+pgEpochUnixMicros/1e6, rem*1000).UTC()
 }
 
-// timeToPGMicros truncates to µs toward the past, as pgx does.
+// timeToPGMicros is t in microseconds since 2000-01-01 UTC, truncated toward
+// the past as pgx does. A time.Time
+// reaches far beyond int64 microseconds (year 700000 parses), so the result
+// saturates: such a time must compare out of PostgreSQL's range, not wrap
+// back into it.
 func timeToPGMicros(t time.Time) int64 {
-	sec := t.Unix()
-	return (sec-946684800)*1e6 + int64(t.Nanosecond()/1000)
+	const limit = math.MaxInt64/1_000_000 - 1 // seconds whose microseconds fit
+	sec := t.Unix() - 946684800
+	switch {
+	case sec > limit:
+		return math.MaxInt64
+	case sec < -limit:
+		return math.MinInt64
+	}
+	return sec*1e6 + int64(t.Nanosecond()/1000)
 }
