@@ -6,17 +6,17 @@ import (
 	"time"
 )
 
+// maxYear bounds the year a timestamp's text may have; any year past
+// PostgreSQL's last (294276) is out of range anyway, and this one keeps
+// time.Date away from years it would wrap.
+const maxYear = 1_000_000_000
+
 // timestamptzIn reads the ISO 8601 forms of timestamptz input:
 // "YYYY-MM-DD[( |T)HH:MM[:SS[.ffffff]]][ ][zone][ BC|AD]", where zone is
 // Z, UTC, GMT, ±HH, ±HHMM, ±HH:MM, ±HH:MM:SS or an IANA name; without a
 // zone the session's TimeZone applies, as in PostgreSQL. Also infinity,
 // -infinity and epoch. Other forms PostgreSQL accepts ("Jan 8 1999", ...)
-// are rejected with 22007.
-// maxYear bounds the year a timestamp's text may have before it is out of
-// range anyway (PostgreSQL's last is 294276), so that time.Date never sees a
-// year it would wrap.
-const maxYear = 1_000_000_000
-
+// are rejected with 22007. YYYY is four or more digits, as in PostgreSQL.
 func timestamptzIn(v *Value, sess *Session, s string) error {
 	bad := func() error {
 		return newErr("22007", nil, "invalid input syntax for type timestamp with time zone: \"%s\"", s)

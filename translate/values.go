@@ -397,10 +397,9 @@ func pgMicrosToTime(us int64) time.Time {
 }
 
 // timeToPGMicros is t in microseconds since 2000-01-01 UTC, truncated toward
-// the past as pgx does. A time.Time
-// reaches far beyond int64 microseconds (year 700000 parses), so the result
-// saturates: such a time must compare out of PostgreSQL's range, not wrap
-// back into it.
+// the past as pgx does. A time.Time reaches far beyond int64 microseconds
+// (year 700000 parses), so the result saturates: such a time must compare
+// out of PostgreSQL's range, not wrap back into it.
 func timeToPGMicros(t time.Time) int64 {
 	const limit = math.MaxInt64/1_000_000 - 1 // seconds whose microseconds fit
 	sec := t.Unix() - 946684800
